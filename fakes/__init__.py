@@ -1,0 +1,18 @@
+"""Fake Omnitron and fake ERP HTTP servers for end-to-end tests and the local demo.
+
+Stdlib only; they bind 127.0.0.1. In a test::
+
+    with FakeOmnitron() as omnitron, FakeErp(auth="token") as erp:
+        omnitron.add_plans([make_plan(1)])
+        ...  # point the flow at omnitron.url and erp.url
+
+As a separate process: ``python -m fakes --help`` (driven through the ``/_fake/`` control API).
+"""
+
+from .data import demo_dataset, make_order_transaction, make_plan
+from .erp import FakeErp
+from .omnitron import FakeOmnitron
+from .messages import RecordedRequest, Reply
+
+__all__ = ["FakeErp", "FakeOmnitron", "RecordedRequest", "Reply", "demo_dataset",
+           "make_order_transaction", "make_plan"]

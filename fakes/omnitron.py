@@ -1,0 +1,243 @@
+"""A fake Omnitron: the slice of its REST API that the order cancel flow uses.
+
+It follows /work/shared/reference/omnitron-api.md: token login, DRF-style filtered and paginated
+lists of cancellation plans and order transactions, and the three write calls. State is plain dicts
+(``plans``, ``order_transactions``) that tests may read and change directly.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from .data import PLAN_STATUSES, iso
+from .listing import (InvalidPage, QueryError, apply_filters, date_filters, equals, int_equals, int_in,
+                      is_null, order, paginate, parse_datetime)
+from .messages import RecordedRequest, Reply
+from .routing import Router
+from .server import HOST, FakeServer
+from .tokens import TokenStore
+
+API = "/api/v1"
+LOGIN_PATH = f"{API}/auth/login/"
+ORDER_KEYS = {"pk": lambda item: item["pk"],
+              "modified_date": lambda item: parse_datetime(item["modified_date"])}
+
+
+class FakeOmnitron(FakeServer):
+    """Fake Omnitron on 127.0.0.1; see the module docstring and the API contract."""
+
+    name = "fake-omnitron"
+
+    def __init__(self, users: dict[str, str] | None = None, channels: dict[int, str] | None = None,
+                 port: int = 0, *, token_max_uses: int | None = None,
+                 clock: Callable[[], datetime] | None = None, log_requests: bool = False):
+        super().__init__(port, log_requests=log_requests)
+        self.users = dict(users or {"omnitron": "omnitron-pass"})
+        self.channels = {int(k): v for k, v in (channels or {1: "web", 2: "web", 3: "marketplace"}).items()}
+        self.tokens = TokenStore("omnitron", token_max_uses)
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.plans: dict[int, dict] = {}
+        self.order_transactions: dict[int, dict] = {}
+        self.orders: dict[int, dict] = {}
+        self.ignored_params: list[tuple[str, str]] = []
+        self._routes = self._api_routes()
+        self._add_control_routes()
+
+    # --- data API --------------------------------------------------------------------------------
+
+    def add_plans(self, plans: list[dict]) -> None:
+        """Store copies of the plans; their nested orders feed the transactions' channel filters."""
+        with self._lock:
+            for plan in copy.deepcopy(list(plans)):
+                self.plans[int(plan["pk"])] = plan
+                self.orders[int(plan["order"]["pk"])] = plan["order"]
+
+    def add_order_transactions(self, transactions: list[dict]) -> None:
+        with self._lock:
+            for transaction in copy.deepcopy(list(transactions)):
+                self.order_transactions[int(transaction["pk"])] = transaction
+
+    def reset_data(self) -> None:
+        """Forget every plan, order and transaction (tests start each case from an empty Omnitron)."""
+        with self._lock:
+            self.plans.clear()
+            self.order_transactions.clear()
+            self.orders.clear()
+            self.ignored_params.clear()
+
+    @property
+    def token_max_uses(self) -> int | None:
+        return self.tokens.max_uses
+
+    @token_max_uses.setter
+    def token_max_uses(self, value: int | None) -> None:
+        """Applies to tokens issued from now on."""
+        self.tokens.max_uses = value
+
+    def expire_tokens(self) -> None:
+        self.tokens.expire_all()
+
+    # --- request handling ------------------------------------------------------------------------
+
+    def handle(self, request: RecordedRequest) -> Reply:
+        if request.path != LOGIN_PATH and request.path.startswith("/api/"):
+            denied = self._authenticate(request)
+            if denied:
+                return denied
+        if request.json_error:
+            return Reply(400, {"detail": "JSON parse error - invalid request body"})
+        return self._routes.dispatch(request)
+
+    def _api_routes(self) -> Router:
+        routes = Router()
+        routes.add("POST", LOGIN_PATH, self._login)
+        routes.add("GET", f"{API}/cancellation_plans/", self._list_plans)
+        routes.add("GET", f"{API}/order_transactions/", self._list_transactions)
+        routes.add("POST", rf"{API}/orders/(?P<order_pk>\d+)/cancellation_approved_order/", self._approve)
+        routes.add("POST", rf"{API}/cancellation_plans/(?P<pk>\d+)/update_status/", self._update_status)
+        routes.add("POST", rf"{API}/order_transactions/(?P<pk>\d+)/create_mapping/", self._create_mapping)
+        return routes
+
+    def _login(self, request: RecordedRequest) -> Reply:
+        body = request.body if isinstance(request.body, dict) else {}
+        missing = {f: ["This field is required."] for f in ("username", "password") if not body.get(f)}
+        if missing:
+            return Reply(400, missing)
+        if self.users.get(body["username"]) != body["password"]:
+            return Reply(400, {"non_field_errors": ["Unable to log in with provided credentials."]})
+        return Reply(200, {"key": self.tokens.issue(body["username"])})
+
+    def _authenticate(self, request: RecordedRequest) -> Reply | None:
+        """DRF TokenAuthentication: ``Authorization: Token <key>``, else 401."""
+        keyword, _, key = (request.headers.get("Authorization") or "").partition(" ")
+        if keyword.lower() != "token" or not key.strip():
+            return _unauthorized("Authentication credentials were not provided.")
+        if not self.tokens.use(key.strip()):
+            return _unauthorized("Invalid token.")
+        return None
+
+    # --- lists -----------------------------------------------------------------------------------
+
+    def _list_plans(self, request: RecordedRequest) -> Reply:
+        filters = {
+            "status": equals(lambda p: p["status"]),
+            "plan_type": equals(lambda p: p["plan_type"]),
+            "channel_type": equals(lambda p: self.channels.get(p["order"]["channel"])),
+            "channel_id__in": int_in("channel_id__in", lambda p: p["order"]["channel"]),
+            "order_id": int_equals("order_id", lambda p: p["order"]["pk"]),
+            **date_filters("modified_date", lambda p: p["modified_date"]),
+        }
+        with self._lock:  # held while filtering: the channel filters read self.orders
+            return self._list(request, copy.deepcopy(list(self.plans.values())), filters)
+
+    def _list_transactions(self, request: RecordedRequest) -> Reply:
+        filters = {
+            "transaction_type": equals(lambda t: t["transaction_type"]),
+            "integration_mapping__isnull": is_null("integration_mapping__isnull",
+                                                   lambda t: t.get("integration_mapping")),
+            "channel_type": equals(lambda t: self.channels.get(self._channel_of_order(t["order"]))),
+            "channel_id__in": int_in("channel_id__in", lambda t: self._channel_of_order(t["order"])),
+            "order_id": int_equals("order_id", lambda t: t["order"]),
+            **date_filters("modified_date", lambda t: t["modified_date"]),
+        }
+        with self._lock:  # held while filtering: the channel filters read self.orders
+            return self._list(request, copy.deepcopy(list(self.order_transactions.values())), filters)
+
+    def _list(self, request: RecordedRequest, items: list[dict], filters: dict) -> Reply:
+        try:
+            found, ignored = apply_filters(items, request.query, filters)
+            ordered = order(found, request.query.get("ordering"), ORDER_KEYS)
+            page = paginate(ordered, request.query_string, self._absolute(request))
+        except QueryError as error:
+            return Reply(400, {error.param: [error.message]})
+        except InvalidPage:
+            return Reply(404, {"detail": "Invalid page."})
+        with self._lock:
+            self.ignored_params.extend((request.path, name) for name in ignored)
+        return Reply(200, page)
+
+    def _channel_of_order(self, order_pk: Any) -> int | None:
+        order_obj = self.orders.get(order_pk)
+        return order_obj["channel"] if order_obj else None
+
+    def _absolute(self, request: RecordedRequest) -> str:
+        """Like DRF's build_absolute_uri: the Host the client used, so links work for it."""
+        return f"http://{request.headers.get('Host') or f'{HOST}:{self.port}'}{request.path}"
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    def _approve(self, request: RecordedRequest, order_pk: str) -> Reply:
+        plan_pk = _field(request, "cancellation_plan")
+        with self._lock:
+            if int(order_pk) not in self.orders:
+                return Reply(404, {"detail": "Not found."})
+            if plan_pk is None:
+                return Reply(400, {"cancellation_plan": ["This field is required."]})
+            if not str(plan_pk).isdigit():
+                return Reply(400, {"cancellation_plan": ["A valid integer is required."]})
+            plan = self.plans.get(int(plan_pk))
+            if plan is None:
+                return Reply(404, {"detail": "Not found."})
+            if plan["order"]["pk"] != int(order_pk):
+                return Reply(400, {"cancellation_plan": ["Cancellation plan does not belong to this order."]})
+            self._set_status(plan, "approved")
+            return Reply(200, copy.deepcopy(plan))
+
+    def _update_status(self, request: RecordedRequest, pk: str) -> Reply:
+        status = _field(request, "status")
+        with self._lock:
+            plan = self.plans.get(int(pk))
+            if plan is None:
+                return Reply(404, {"detail": "Not found."})
+            if status is None:
+                return Reply(400, {"status": ["This field is required."]})
+            if status not in PLAN_STATUSES:
+                return Reply(400, {"status": [f'"{status}" is not a valid choice.']})
+            self._set_status(plan, status)
+            return Reply(200, copy.deepcopy(plan))
+
+    def _create_mapping(self, request: RecordedRequest, pk: str) -> Reply:
+        code = _field(request, "code")
+        with self._lock:
+            transaction = self.order_transactions.get(int(pk))
+            if transaction is None:
+                return Reply(404, {"detail": "Not found."})
+            if code in (None, ""):
+                return Reply(400, {"code": ["This field is required."]})
+            transaction["integration_mapping"] = {"code": str(code)}
+            return Reply(201, copy.deepcopy(transaction))
+
+    def _set_status(self, plan: dict, status: str) -> None:
+        plan["status"] = status
+        plan["modified_date"] = iso(self.clock())
+
+    # --- control API -----------------------------------------------------------------------------
+
+    def _add_control_routes(self) -> None:
+        control = self.control_routes
+        control.add("GET", "/_fake/plans", lambda r: Reply(200, self._snapshot(self.plans)))
+        control.add("POST", "/_fake/plans", lambda r: self._done(self.add_plans, {"plans": _as_list(r.body)}))
+        control.add("GET", "/_fake/order_transactions",
+                    lambda r: Reply(200, self._snapshot(self.order_transactions)))
+        control.add("POST", "/_fake/order_transactions",
+                    lambda r: self._done(self.add_order_transactions, {"transactions": _as_list(r.body)}))
+        control.add("GET", "/_fake/ignored_params",
+                    lambda r: Reply(200, [list(pair) for pair in self.ignored_params]))
+
+    def _snapshot(self, table: dict[int, dict]) -> list[dict]:
+        with self._lock:
+            return copy.deepcopy([table[pk] for pk in sorted(table)])
+
+
+def _field(request: RecordedRequest, name: str) -> Any:
+    return request.body.get(name) if isinstance(request.body, dict) else None
+
+
+def _as_list(body: Any) -> list:
+    return body if isinstance(body, list) else [body]
+
+
+def _unauthorized(detail: str) -> Reply:
+    return Reply(401, {"detail": detail}, headers={"WWW-Authenticate": "Token"})

@@ -1,0 +1,98 @@
+"""DAG factory: one Airflow DAG per flow file.
+
+Kept to "load flows -> build one DAG each"; parsing does no network I/O and compiles nothing, so the
+DAG processor stays fast. Broken flow files are left out here and reported by `report_broken_flows`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+import pendulum
+from airflow.sdk import DAG, CronDataIntervalTimetable, task_group
+
+from order_cancel.config import FlowConfig, load_flows
+from order_cancel.operators import (
+    FetchPlansOperator,
+    LoginOperator,
+    PostScriptOperator,
+    RunSummaryOperator,
+    TransformPlanOperator,
+    WriteErpOperator,
+    WriteOmnitronOperator,
+)
+
+log = logging.getLogger(__name__)
+
+PLAN_GROUP = "plan"
+
+
+class BrokenFlowFiles(Exception):
+    """Raised by the errors DAG file so that Airflow lists every broken flow file as an import error."""
+
+
+def schedule_of(flow: FlowConfig) -> CronDataIntervalTimetable | str | None:
+    # Cron schedules get data intervals (previous tick to this tick), which backfills and
+    # completed-status windows rely on; the time zone makes "0 0 * * *" midnight in that zone.
+    if flow.schedule is None or flow.schedule == "@once":
+        return flow.schedule
+    return CronDataIntervalTimetable(flow.schedule, timezone=pendulum.timezone(flow.timezone))
+
+
+def start_date_of(flow: FlowConfig) -> pendulum.DateTime:
+    start = flow.start_date
+    if not isinstance(start, dt.datetime):
+        start = dt.datetime.combine(start, dt.time())
+    return pendulum.instance(start.replace(tzinfo=None), tz=pendulum.timezone(flow.timezone))
+
+
+def build_dag(flow: FlowConfig) -> DAG:
+    with DAG(
+        dag_id=flow.flow_id,
+        description=flow.description or f"Order Cancel Flow from {Path(flow.source or '').name}",
+        schedule=schedule_of(flow),
+        start_date=start_date_of(flow),
+        catchup=flow.catchup,
+        max_active_runs=1,
+        tags=["order-cancel", flow.get_data.cancel_status.value, *flow.tags],
+        default_args={
+            "retries": flow.retries,
+            "retry_delay": dt.timedelta(seconds=flow.retry_delay_seconds),
+            "retry_exponential_backoff": True,
+            "max_retry_delay": dt.timedelta(minutes=30),
+        },
+        doc_md=f"Order Cancel Flow `{flow.flow_id}`, defined in `{flow.source}`.",
+    ) as dag:
+        login = LoginOperator(task_id="login", flow=flow)
+        fetch = FetchPlansOperator(task_id="fetch_plans", flow=flow)
+
+        @task_group(group_id=PLAN_GROUP)
+        def process_plan(item):
+            prepared = TransformPlanOperator(task_id="transform", flow=flow, step_input=item)
+            delivered = WriteErpOperator(task_id="write_erp", flow=flow, step_input=prepared.output)
+            written = WriteOmnitronOperator(task_id="write_omnitron", flow=flow, step_input=delivered.output)
+            if flow.post_script:
+                PostScriptOperator(task_id="post_script", flow=flow, step_input=written.output)
+
+        plans = process_plan.expand(item=fetch.output)
+        step_ids = ["transform", "write_erp", "write_omnitron"] + (["post_script"] if flow.post_script else [])
+        summary = RunSummaryOperator(
+            task_id="summary", flow=flow, plan_task_ids=[f"{PLAN_GROUP}.{step}" for step in step_ids]
+        )
+        login >> fetch >> plans >> summary
+    return dag
+
+
+def build_dags(folder: Path | None = None) -> dict[str, DAG]:
+    flows, errors = load_flows(folder)
+    for error in errors:
+        log.warning("Flow file left out: %s", error)
+    return {flow.flow_id: build_dag(flow) for flow in flows}
+
+
+def report_broken_flows(folder: Path | None = None) -> None:
+    _, errors = load_flows(folder)
+    if errors:
+        raise BrokenFlowFiles("\n".join(str(error) for error in errors))

@@ -1,0 +1,169 @@
+"""Airflow operators of the Order Cancel Flow. They stay thin: hooks build the clients, `plan_steps`
+does the work, and an operator wires the two to Airflow (templated input, XCom, logs, failure).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from order_cancel.config import FlowConfig
+from order_cancel.erp import ErpLoginError
+from order_cancel.evaluation import EvaluationError
+from order_cancel.fetch import fetch_work_items
+from order_cancel.hooks import ErpHook, OmnitronHook
+from order_cancel.mapping import MappingError
+from order_cancel.omnitron import OmnitronError
+from order_cancel.plan_steps import FlowSteps, PlanDataError
+from order_cancel.scripting import ScriptFailed, logged_attributes
+from order_cancel.summary import PLAN_ERROR_KEY, summarize
+
+# Failures that a retry of the same input cannot mend: the plan fails at once, without retries.
+PLAN_FAILURES = (ScriptFailed, MappingError, PlanDataError, EvaluationError)
+
+PLAN_LABEL = "plan {{ task.step_input.ref.plan_pk }} · order {{ task.step_input.ref.order_number }}"
+
+
+class FlowOperator(BaseOperator):
+    """An operator that belongs to one flow file."""
+
+    ui_color = "#e8f0fe"
+
+    def __init__(self, *, flow: FlowConfig, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.flow = flow
+
+
+class LoginOperator(FlowOperator):
+    """Login Step: checks the Omnitron (and ERP) credentials before any plan is touched.
+
+    The tokens stay in the worker process; nothing of them reaches XCom or the log.
+    """
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(do_xcom_push=False, **kwargs)
+
+    def execute(self, context: Any) -> None:
+        OmnitronHook(self.flow.omnitron).get_conn().login()
+        self.log.info("Logged in to Omnitron with connection %r", self.flow.omnitron.conn_id)
+        if self.flow.erp.login is not None:
+            try:
+                ErpHook(self.flow.erp).get_conn().login()
+            except ErpLoginError as exc:
+                raise AirflowFailException(str(exc)) from None
+            self.log.info("ERP login (%s) with connection %r is ready", self.flow.erp.login.type, self.flow.erp.conn_id)
+
+
+class FetchPlansOperator(FlowOperator):
+    """Get Data From Omnitron Step: the plans of this run, one work item each, for the per-plan tasks."""
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        omnitron = OmnitronHook(self.flow.omnitron).get_conn()
+        items = fetch_work_items(omnitron, self.flow)
+        self.log.info("Fetched %d cancellation plans: %s", len(items), [item["ref"]["plan_pk"] for item in items])
+        return items
+
+
+class PlanStepOperator(FlowOperator):
+    """One step of one plan (a mapped task instance, labelled with the plan and its order).
+
+    A failure fails this plan only. Its reason is pushed to XCom for the run summary, and a failure
+    that a retry cannot mend (script, mapping, bad data) skips the retries.
+    """
+
+    template_fields: Sequence[str] = ("step_input",)
+
+    def __init__(self, *, step_input: Any, **kwargs: Any):
+        kwargs.setdefault("map_index_template", PLAN_LABEL)
+        super().__init__(**kwargs)
+        self.step_input = step_input
+
+    def run_step(self, steps: FlowSteps, step_input: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        ref = self.step_input["ref"]
+        try:
+            result = self.run_step(FlowSteps.build(self.flow), self.step_input)
+        except Exception as exc:
+            reason = getattr(exc, "attributes", {}).get("log.script.error") or f"{type(exc).__name__}: {exc}"
+            context["ti"].xcom_push(key=PLAN_ERROR_KEY, value={"ref": ref, "step": self.task_id, "error": reason})
+            self._log_attributes(getattr(exc, "attributes", {}))
+            if isinstance(exc, PLAN_FAILURES):
+                raise AirflowFailException(f"plan {ref['plan_pk']} failed at {self.task_id}: {reason}") from exc
+            raise
+        for level, message in result.pop("logs", []):
+            self.log.log(logging.getLevelNamesMapping().get(level.upper(), logging.INFO), "script: %s", message)
+        self._log_attributes(result.get("attributes", {}))
+        return result
+
+    def _log_attributes(self, attributes: dict[str, str]) -> None:
+        for key, value in logged_attributes(attributes).items():
+            self.log.info("%s = %s", key, value)
+
+
+class TransformPlanOperator(PlanStepOperator):
+    """Script Step and Mapping Step: the plan becomes the ERP request body."""
+
+    def run_step(self, steps: FlowSteps, step_input: dict[str, Any]) -> dict[str, Any]:
+        return steps.transform(step_input)
+
+
+class WriteErpOperator(PlanStepOperator):
+    """Write Data to ERP Step with the response evaluation (re-login and resend on auth_fail)."""
+
+    def run_step(self, steps: FlowSteps, step_input: dict[str, Any]) -> dict[str, Any]:
+        erp = ErpHook(self.flow.erp).get_conn()
+        omnitron = OmnitronHook(self.flow.omnitron).get_conn()
+        delivery = steps.deliver(erp, step_input, lambda: omnitron.rejected_count(step_input["ref"]["order_pk"]))
+        self.log.info(
+            "ERP answered %s: relation %s", delivery["status_code"] or delivery["error"], delivery["relation"]
+        )
+        return delivery
+
+
+class WriteOmnitronOperator(PlanStepOperator):
+    """Write Data to Omnitron Step. A separate task, so that clearing it never re-sends to the ERP."""
+
+    def run_step(self, steps: FlowSteps, step_input: dict[str, Any]) -> dict[str, Any]:
+        written = steps.write_outcome(OmnitronHook(self.flow.omnitron).get_conn(), step_input)
+        self.log.info("Omnitron: %s", written["omnitron"])
+        return written
+
+
+class PostScriptOperator(PlanStepOperator):
+    """Post Script Step: after a successful Omnitron write; its failure undoes nothing."""
+
+    def run_step(self, steps: FlowSteps, step_input: dict[str, Any]) -> dict[str, Any]:
+        return steps.run_post_script(step_input)
+
+
+class RunSummaryOperator(FlowOperator):
+    """One line per plan (plan, order, relation, Omnitron outcome); fails the run if any plan failed.
+
+    It runs whatever the plans did (trigger rule all_done), and because it is the leaf of the DAG
+    its failure keeps a run with a failed plan red in the UI.
+    """
+
+    def __init__(self, *, plan_task_ids: Sequence[str], **kwargs: Any):
+        super().__init__(trigger_rule="all_done", **kwargs)
+        self.plan_task_ids = list(plan_task_ids)
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        ti = context["ti"]
+        items = ti.xcom_pull(task_ids="fetch_plans")
+        if items is None:
+            raise AirflowFailException("no plans were fetched: the login or fetch_plans task did not succeed")
+        # A list of task ids always answers a list (one id with one mapped value answers the value).
+        results = ti.xcom_pull(task_ids=self.plan_task_ids[-1:]) or []
+        errors = ti.xcom_pull(task_ids=self.plan_task_ids, key=PLAN_ERROR_KEY) or []
+        summary = summarize(items, results, errors)
+        for line in summary.lines():
+            self.log.info("%s", line)
+        if summary.failed:
+            raise AirflowFailException(f"{len(summary.failed)} of {len(summary.rows)} plans failed: {summary.failed_refs()}")
+        return summary.rows

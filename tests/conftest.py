@@ -1,0 +1,109 @@
+"""Test set-up: a private Airflow home (SQLite), the fake Omnitron and ERP, and a runner that writes
+flow files and runs their DAGs through the real DAG files with `dag.test()`.
+
+Airflow reads its settings when first imported, so the environment is set before any test module
+imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="order-cancel-airflow-"))
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(AIRFLOW_HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        # A flows folder that exists but is empty until a test writes flow files into its own.
+        "ORDER_CANCEL_FLOWS_DIR": str(AIRFLOW_HOME / "no-flows"),
+    }
+)
+(AIRFLOW_HOME / "no-flows").mkdir()
+
+from fakes import FakeErp, FakeOmnitron  # noqa: E402
+
+from tests.flow_runner import FlowRunner  # noqa: E402
+
+OMNITRON_USER, OMNITRON_PASSWORD = "omnitron", "omnitron-pass"
+ERP_USER, ERP_PASSWORD, ERP_STATIC_TOKEN = "erp", "erp-pass", "static-secret"
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    from airflow.utils import db
+
+    db.initdb()
+    return AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def _omnitron_server():
+    with FakeOmnitron(users={OMNITRON_USER: OMNITRON_PASSWORD}) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def _erp_servers():
+    """One fake ERP per login style; a flow picks its own through its connection."""
+    servers = {
+        auth: FakeErp(auth=auth, username=ERP_USER, password=ERP_PASSWORD, static_token=ERP_STATIC_TOKEN).start()
+        for auth in ("none", "token", "basic", "header")
+    }
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
+def _reset(server):
+    server.clear_requests()
+    server.clear_faults()
+    if hasattr(server, "clear_responses"):
+        server.clear_responses()
+
+
+@pytest.fixture
+def omnitron(_omnitron_server):
+    _omnitron_server.reset_data()
+    _reset(_omnitron_server)
+    return _omnitron_server
+
+
+@pytest.fixture
+def erp_servers(_erp_servers):
+    for server in _erp_servers.values():
+        _reset(server)
+    return _erp_servers
+
+
+def _connection(url: str, login: str, password: str) -> str:
+    return json.dumps({"conn_type": "http", "host": url, "login": login, "password": password})
+
+
+@pytest.fixture
+def flows(airflow_db, omnitron, erp_servers, tmp_path, monkeypatch) -> FlowRunner:
+    """Writes flow files into a fresh folder and runs their DAGs; connections point at the fakes."""
+    monkeypatch.setenv("AIRFLOW_CONN_OMNITRON_TEST", _connection(omnitron.url, OMNITRON_USER, OMNITRON_PASSWORD))
+    for auth, server in erp_servers.items():
+        # A permanent-token ERP ("header" login) reads its token from the connection's password.
+        password = ERP_STATIC_TOKEN if auth == "header" else ERP_PASSWORD
+        monkeypatch.setenv(f"AIRFLOW_CONN_ERP_{auth.upper()}", _connection(server.url, ERP_USER, password))
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    monkeypatch.setenv("ORDER_CANCEL_FLOWS_DIR", str(folder))
+    # Tokens live per process; a test must not inherit another test's login.
+    from order_cancel.erp import ErpClient
+    from order_cancel.omnitron import OmnitronClient
+
+    ErpClient.tokens.clear()
+    OmnitronClient.tokens.clear()
+    return FlowRunner(folder)
