@@ -7,27 +7,18 @@ imports it.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from devtools.airflow_env import connection_json, use_local_airflow
+
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="order-cancel-airflow-"))
-os.environ.update(
-    {
-        "AIRFLOW_HOME": str(AIRFLOW_HOME),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-        # A flows folder that exists but is empty until a test writes flow files into its own.
-        "ORDER_CANCEL_FLOWS_DIR": str(AIRFLOW_HOME / "no-flows"),
-    }
-)
+use_local_airflow(AIRFLOW_HOME)
+# A flows folder that exists but stays empty: each test writes flow files into a folder of its own.
+os.environ["ORDER_CANCEL_FLOWS_DIR"] = str(AIRFLOW_HOME / "no-flows")
 (AIRFLOW_HOME / "no-flows").mkdir()
 
 from fakes import FakeErp, FakeOmnitron  # noqa: E402
@@ -85,18 +76,14 @@ def erp_servers(_erp_servers):
     return _erp_servers
 
 
-def _connection(url: str, login: str, password: str) -> str:
-    return json.dumps({"conn_type": "http", "host": url, "login": login, "password": password})
-
-
 @pytest.fixture
 def flows(airflow_db, omnitron, erp_servers, tmp_path, monkeypatch) -> FlowRunner:
     """Writes flow files into a fresh folder and runs their DAGs; connections point at the fakes."""
-    monkeypatch.setenv("AIRFLOW_CONN_OMNITRON_TEST", _connection(omnitron.url, OMNITRON_USER, OMNITRON_PASSWORD))
+    monkeypatch.setenv("AIRFLOW_CONN_OMNITRON_TEST", connection_json(omnitron.url, OMNITRON_USER, OMNITRON_PASSWORD))
     for auth, server in erp_servers.items():
         # A permanent-token ERP ("header" login) reads its token from the connection's password.
         password = ERP_STATIC_TOKEN if auth == "header" else ERP_PASSWORD
-        monkeypatch.setenv(f"AIRFLOW_CONN_ERP_{auth.upper()}", _connection(server.url, ERP_USER, password))
+        monkeypatch.setenv(f"AIRFLOW_CONN_ERP_{auth.upper()}", connection_json(server.url, ERP_USER, password))
     folder = tmp_path / "flows"
     folder.mkdir()
     monkeypatch.setenv("ORDER_CANCEL_FLOWS_DIR", str(folder))

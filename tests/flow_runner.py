@@ -67,8 +67,8 @@ class RunResult:
 
     @property
     def summary(self) -> dict[int, dict[str, Any]]:
-        """The summary task's rows by plan pk (also when the summary failed: it logs them; see rows())."""
-        return {row["plan"]: row for row in self.xcom("summary") or []}
+        """The summary task's rows by plan pk (published also when a failed plan fails the run)."""
+        return {row["plan"]: row for row in self.xcom("summary", key="plans") or []}
 
     def results(self) -> dict[int, dict[str, Any]]:
         """The last per-plan step result of each plan, by plan pk."""
@@ -107,6 +107,51 @@ class FlowRunner:
         assert dag is not None, f"DAG {flow_id} not loaded; import errors: {bag.import_errors}"
         dag_run = dag.test(run_conf=conf, **test_kwargs)
         return collect(dag_run)
+
+
+    def clear(self, run: RunResult, task: str, map_index: int, flow_id: str = "acme_cancel") -> RunResult:
+        """Clear one plan's failed task with its downstream tasks, as the UI's Clear button does
+        (the same steps as the REST API's clearTaskInstances), then let the run finish."""
+        from airflow import settings
+        from airflow.models.dagrun import DagRun
+        from airflow.models.taskinstance import clear_task_instances, find_relevant_relatives
+        from airflow.serialization.serialized_objects import DagSerialization
+        from airflow.utils.state import DagRunState
+
+        dag = self.dagbag().get_dag(flow_id)
+        scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+        session = settings.Session()
+        relatives = find_relevant_relatives(
+            [], [(task, map_index)], direction="downstream", dag=scheduler_dag, run_id=run.run_id, session=session
+        )
+        normal = {t for t in relatives if isinstance(t, str)}
+        mapped = {(task, map_index)} | {t for t in relatives if isinstance(t, tuple)}
+        markers = [*normal, *((t, m) for t, m in mapped if t not in normal)]
+        tis = scheduler_dag.clear(dry_run=True, task_ids=markers, run_id=run.run_id, session=session)
+        clear_task_instances(tis, session, DagRunState.QUEUED)
+        session.commit()
+        dag_run = session.query(DagRun).filter_by(dag_id=flow_id, run_id=run.run_id).one()
+        dag_run.state = DagRunState.RUNNING
+        session.commit()
+        _drive(dag, scheduler_dag, dag_run, session)
+        return collect(dag_run)
+
+
+def _drive(dag: Any, scheduler_dag: Any, dag_run: Any, session: Any) -> None:
+    """Run schedulable task instances until the run finishes: dag.test()'s loop, for an existing run."""
+    from airflow.sdk.definitions.dag import _run_task
+    from airflow.utils.state import DagRunState, TaskInstanceState
+
+    dag_run.dag = scheduler_dag
+    while dag_run.state == DagRunState.RUNNING:
+        session.expire_all()
+        schedulable, _ = dag_run.update_state(session=session)
+        for ti in schedulable:
+            ti.try_number += 1
+            ti.state = TaskInstanceState.SCHEDULED
+        session.commit()
+        for ti in [ti for ti in dag_run.get_task_instances(session=session) if ti.state == TaskInstanceState.SCHEDULED]:
+            _run_task(ti=ti, task=dag.task_dict[ti.task_id])
 
 
 def collect(dag_run: Any) -> RunResult:

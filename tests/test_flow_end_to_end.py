@@ -196,6 +196,8 @@ def test_a_failed_omnitron_update_fails_that_plan_only_and_the_run(flows, omnitr
     states = {record.map_index: record.state for record in run.mapped("plan.write_omnitron")}
     assert states == {0: "success", 1: "failed", 2: "success"}
     assert run.task("summary").state == "failed"
+    assert run.summary[2]["error"].startswith("write_omnitron: OmnitronError: Omnitron POST /api/v1/orders/202/")
+    assert run.summary[1]["error"] is None and run.summary[1]["omnitron"] == "approved"
     assert omnitron.plans[1]["status"] == "approved" and omnitron.plans[3]["status"] == "approved"
     assert omnitron.plans[2]["status"] == "waiting"
     assert sorted(request.body["pk"] for request in erp_writes(erp_servers["token"])) == [1, 2, 3]
@@ -231,3 +233,24 @@ def test_a_bad_flow_file_breaks_only_its_own_dag(flows, omnitron):
     assert "broken.yaml" in message and "get_data.cancel_status" in message
     assert flows.run().state == "success"
     assert omnitron.plans[1]["status"] == "approved"
+
+
+def test_clearing_a_failed_omnitron_update_retries_it_without_resending_to_the_erp(flows, omnitron, erp_servers):
+    erp = erp_servers["token"]
+    omnitron.add_plans([make_plan(pk, order_pk=300 + pk) for pk in (1, 2)])
+    omnitron.add_fault("POST", r"/api/v1/orders/302/cancellation_approved_order/", status=502, times=None)
+    flows.write()
+    failed = flows.run()
+    [failed_plan] = [r for r in failed.mapped("plan.write_omnitron") if r.state == "failed"]
+    assert failed.state == "failed" and omnitron.plans[2]["status"] == "waiting"
+    omnitron.clear_faults()
+    omnitron.clear_requests()
+    erp.clear_requests()
+
+    cleared = flows.clear(failed, "plan.write_omnitron", failed_plan.map_index)
+
+    assert cleared.state == "success"
+    assert erp_writes(erp) == [], "the ERP already accepted plan 2: it is not sent again"
+    assert omnitron_writes(omnitron) == [(APPROVE.format(order=302), {"cancellation_plan": 2})]
+    assert omnitron.plans[2]["status"] == "approved"
+    assert cleared.summary[2] == {"plan": 2, "order": omnitron.plans[2]["order"]["number"], "relation": "continue", "omnitron": "approved", "error": None}

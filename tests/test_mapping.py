@@ -18,7 +18,7 @@ from fakes.data import make_plan
 from order_cancel.mapping import DEFAULT_MAX_ARRAY_INDEX, JoltMapping, MappingError, load_spec_file
 
 ROOT = Path(__file__).resolve().parents[1]
-ERP_CANCEL_MAPPING = ROOT / "include" / "mappings" / "erp_cancel.json"
+ERP_CANCEL_MAPPING = ROOT / "include" / "flows" / "mappings" / "erp_cancel.json"
 
 
 def write(path: Path, text: str) -> Path:

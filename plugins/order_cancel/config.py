@@ -187,6 +187,8 @@ class FlowConfig(_Model):
     script: FlowFile | None = None
     mapping: FlowFile | list[Any] | dict[str, Any] | None = None
     script_timeout_seconds: float = Field(default=300, gt=0)
+    # Static attributes every script of the flow reads with get_attribute (e.g. a CRM URL).
+    attributes: dict[str, str] = Field(default_factory=dict)
     erp: ErpSettings
     write_erp: WriteErpSettings
     write_omnitron: WriteOmnitronSettings = WriteOmnitronSettings()

@@ -20,7 +20,7 @@ from order_cancel.mapping import MappingError
 from order_cancel.omnitron import OmnitronError
 from order_cancel.plan_steps import FlowSteps, PlanDataError
 from order_cancel.scripting import ScriptFailed, logged_attributes
-from order_cancel.summary import PLAN_ERROR_KEY, summarize
+from order_cancel.summary import PLAN_ERROR_KEY, SUMMARY_KEY, summarize
 
 # Failures that a retry of the same input cannot mend: the plan fails at once, without retries.
 PLAN_FAILURES = (ScriptFailed, MappingError, PlanDataError, EvaluationError)
@@ -150,20 +150,21 @@ class RunSummaryOperator(FlowOperator):
     """
 
     def __init__(self, *, plan_task_ids: Sequence[str], **kwargs: Any):
-        super().__init__(trigger_rule="all_done", **kwargs)
+        super().__init__(trigger_rule="all_done", do_xcom_push=False, **kwargs)
         self.plan_task_ids = list(plan_task_ids)
 
-    def execute(self, context: Any) -> list[dict[str, Any]]:
+    def execute(self, context: Any) -> None:
         ti = context["ti"]
         items = ti.xcom_pull(task_ids="fetch_plans")
         if items is None:
             raise AirflowFailException("no plans were fetched: the login or fetch_plans task did not succeed")
         # A list of task ids always answers a list (one id with one mapped value answers the value).
-        results = ti.xcom_pull(task_ids=self.plan_task_ids[-1:]) or []
+        results = ti.xcom_pull(task_ids=self.plan_task_ids) or []
         errors = ti.xcom_pull(task_ids=self.plan_task_ids, key=PLAN_ERROR_KEY) or []
         summary = summarize(items, results, errors)
         for line in summary.lines():
             self.log.info("%s", line)
+        # Published before failing, so a red run still shows what happened to each plan.
+        ti.xcom_push(key=SUMMARY_KEY, value=summary.rows)
         if summary.failed:
             raise AirflowFailException(f"{len(summary.failed)} of {len(summary.rows)} plans failed: {summary.failed_refs()}")
-        return summary.rows

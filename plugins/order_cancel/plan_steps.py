@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from order_cancel.config import CancelStatus, FlowConfig, NextState
+from order_cancel.config import PROJECT_ROOT, CancelStatus, FlowConfig, NextState
 from order_cancel.erp import ErpClient
 from order_cancel.evaluation import Relation, ResponseEvaluator
 from order_cancel.mapping import JoltMapping, load_spec_file
@@ -21,7 +21,7 @@ from order_cancel.omnitron import OmnitronClient
 from order_cancel.scripting import Script
 
 INTEGRATION_CODE_ATTRIBUTE = "integration_code"
-DEFAULT_RESPONSE_SCRIPT = Path(__file__).resolve().parents[2] / "include" / "templates" / "default_response.py"
+DEFAULT_RESPONSE_SCRIPT = PROJECT_ROOT / "include" / "templates" / "default_response.py"
 
 
 class PlanDataError(ValueError):
@@ -59,7 +59,7 @@ def plan_attributes(flow: FlowConfig, item: dict[str, Any]) -> dict[str, str]:
         "channel_id": order.get("channel"),
         "transaction_pk": ref["transaction_pk"],
     }
-    return {key: str(value) for key, value in attributes.items() if value is not None}
+    return {**flow.attributes, **{key: str(value) for key, value in attributes.items() if value is not None}}
 
 
 def idempotency_key(flow_id: str, plan: dict[str, Any]) -> str:
@@ -102,6 +102,8 @@ class FlowSteps:
                 json.dumps(data, ensure_ascii=False), attributes, timeout=self.flow.script_timeout_seconds
             )
             attributes, logs = run.attributes, run.logs
+            if run.transferred == "failure":
+                raise PlanDataError("the script transferred the plan to REL_FAILURE")
             try:
                 data = json.loads(run.output_text)
             except ValueError as exc:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 PLAN_ERROR_KEY = "plan_error"
+SUMMARY_KEY = "plans"
 COLUMNS = ("plan", "order", "relation", "omnitron", "error")
 
 
@@ -27,8 +28,11 @@ class RunSummary:
 
 
 def summarize(items: list[dict[str, Any]], results: list[dict[str, Any]], errors: list[dict[str, Any]]) -> RunSummary:
-    """Join the fetched plans with the last step's results and the per-plan errors, by plan pk."""
-    results_by_plan = {result["ref"]["plan_pk"]: result for result in results if result}
+    """Join the fetched plans with their step results (in step order) and errors, by plan pk."""
+    results_by_plan: dict[Any, dict[str, Any]] = {}
+    for result in results:
+        if result:
+            results_by_plan.setdefault(result["ref"]["plan_pk"], {}).update(result)
     errors_by_plan = {error["ref"]["plan_pk"]: error for error in errors if error}
     rows = []
     for item in items:
@@ -37,7 +41,7 @@ def summarize(items: list[dict[str, Any]], results: list[dict[str, Any]], errors
         error = errors_by_plan.get(ref["plan_pk"])
         if error:
             reason = f"{error['step'].rsplit('.', 1)[-1]}: {error['error']}"
-        elif not result:
+        elif "omnitron" not in result:
             reason = "did not finish (see the plan's task instances)"
         else:
             reason = None
