@@ -1,0 +1,3 @@
+from order_cancel.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""Deep checks of flow files: what loading a flow leaves to run time.
+
+Loading (config.load_flows) checks the schema and that referenced files exist. These checks also
+compile the scripts and build the Jolt chain, so a syntax error or a bad spec shows up before a DAG
+runs. Problems are reported as FlowConfigError, one `<field>: <message>` line each, like loading's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from order_cancel.config import FlowConfig, FlowConfigError, load_flows
+from order_cancel.mapping import JoltMapping, MappingError, load_spec_file
+from order_cancel.scripting import Script, ScriptSyntaxError
+
+
+def _script_problem(path: Path) -> str | None:
+    try:
+        Script.from_file(path)
+    except ScriptSyntaxError as exc:
+        return f"syntax error: {exc}"
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"cannot read {path}: {exc}"
+    return None
+
+
+def _mapping_problem(mapping: Path | list | dict) -> str | None:
+    try:
+        if isinstance(mapping, Path):
+            JoltMapping(load_spec_file(mapping), source=str(mapping))
+        else:
+            JoltMapping(mapping)
+    except MappingError as exc:
+        return str(exc)
+    return None
+
+
+def check_flow(flow: FlowConfig) -> list[str]:
+    """The problems of a loaded flow that only compiling its scripts and building its mapping find."""
+    scripts = {
+        "script": flow.script,
+        "write_erp.response_script": flow.write_erp.response_script,
+        "post_script": flow.post_script,
+    }
+    problems = [
+        f"{field}: {problem}"
+        for field, path in scripts.items()
+        if path is not None and (problem := _script_problem(path))
+    ]
+    if flow.mapping is not None and (problem := _mapping_problem(flow.mapping)):
+        problems.append(f"mapping: {problem}")
+    # Loading accepts this, but the flow would silently evaluate answers with the default table.
+    if flow.write_erp.response_script is not None and not flow.write_erp.custom_response:
+        problems.append("write_erp.response_script: is not used unless write_erp.custom_response is true")
+    return problems
+
+
+def validate_flows(folder: Path | None = None) -> tuple[list[FlowConfig], list[FlowConfigError]]:
+    """load_flows plus check_flow: the flows without problems, and one error per bad file, by file name."""
+    loaded, errors = load_flows(folder)
+    flows = []
+    for flow in loaded:
+        problems = check_flow(flow)
+        if problems:
+            errors.append(FlowConfigError(flow.source, problems))
+        else:
+            flows.append(flow)
+    return flows, sorted(errors, key=lambda error: str(error.path))
