@@ -23,7 +23,7 @@ os.environ["ORDER_CANCEL_FLOWS_DIR"] = str(AIRFLOW_HOME / "no-flows")
 
 from fakes import FakeErp, FakeOmnitron  # noqa: E402
 
-from tests.flow_runner import FlowRunner  # noqa: E402
+from tests.flow_runner import FlowRunner, delete_variables  # noqa: E402
 
 OMNITRON_USER, OMNITRON_PASSWORD = "omnitron", "omnitron-pass"
 ERP_USER, ERP_PASSWORD, ERP_STATIC_TOKEN = "erp", "erp-pass", "static-secret"
@@ -93,4 +93,5 @@ def flows(airflow_db, omnitron, erp_servers, tmp_path, monkeypatch) -> FlowRunne
 
     ErpClient.tokens.clear()
     OmnitronClient.tokens.clear()
+    delete_variables()
     return FlowRunner(folder)

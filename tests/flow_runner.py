@@ -137,6 +137,40 @@ class FlowRunner:
         return collect(dag_run)
 
 
+    def backfill(self, start: Any, end: Any, flow_id: str = "acme_cancel") -> list[RunResult]:
+        """Create a backfill as `airflow backfill create` does, and run its runs one after the other."""
+        from airflow import settings
+        from airflow.models.backfill import _create_backfill
+        from airflow.models.dagrun import DagRun
+        from airflow.serialization.serialized_objects import DagSerialization
+        from airflow.utils.state import DagRunState
+        from airflow.utils.types import DagRunType
+
+        dag = self.dagbag().get_dag(flow_id)
+        scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+        backfill = _create_backfill(
+            dag_id=flow_id, from_date=start, to_date=end, max_active_runs=1, reverse=False,
+            dag_run_conf=None, triggering_user_name="test",
+        )
+        session = settings.Session()
+        run_ids = [
+            run_id
+            for (run_id,) in session.query(DagRun.run_id)
+            .filter_by(dag_id=flow_id, backfill_id=backfill.id, run_type=DagRunType.BACKFILL_JOB)
+            .order_by(DagRun.logical_date)
+        ]
+        results = []
+        for run_id in run_ids:
+            # Running a task closes the scoped session, so each run is loaded afresh.
+            session = settings.Session()
+            dag_run = session.query(DagRun).filter_by(dag_id=flow_id, run_id=run_id).one()
+            dag_run.state = DagRunState.RUNNING
+            session.commit()
+            _drive(dag, scheduler_dag, dag_run, session)
+            results.append(collect(dag_run))
+        return results
+
+
 def _drive(dag: Any, scheduler_dag: Any, dag_run: Any, session: Any) -> None:
     """Run schedulable task instances until the run finishes: dag.test()'s loop, for an existing run."""
     from airflow.sdk.definitions.dag import _run_task
@@ -152,6 +186,24 @@ def _drive(dag: Any, scheduler_dag: Any, dag_run: Any, session: Any) -> None:
         session.commit()
         for ti in [ti for ti in dag_run.get_task_instances(session=session) if ti.state == TaskInstanceState.SCHEDULED]:
             _run_task(ti=ti, task=dag.task_dict[ti.task_id])
+
+
+def variable(key: str) -> str | None:
+    """An Airflow Variable as stored in the metadata database (tests run outside any task)."""
+    from airflow.models.variable import Variable
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.query(Variable).filter_by(key=key).one_or_none()
+        return row.val if row else None
+
+
+def delete_variables() -> None:
+    from airflow.models.variable import Variable
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        session.query(Variable).delete()
 
 
 def collect(dag_run: Any) -> RunResult:

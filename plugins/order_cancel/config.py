@@ -102,6 +102,9 @@ class GetDataSettings(_Model):
     cancel_type: CancelType = CancelType.ALL
     cancel_status: CancelStatus = CancelStatus.WAITING
     channel_ids: list[int] = Field(default_factory=list)
+    # Completed flows: where the first run starts when the flow has no watermark yet
+    # (default: the start of that run's data interval, never "all history").
+    completed_since: dt.datetime | None = None
     page_size: int = Field(default=100, ge=1, le=1000)
     max_plans_per_run: int = Field(default=500, ge=1, le=MAX_PLANS_PER_RUN_LIMIT)
 
@@ -193,6 +196,8 @@ class FlowConfig(_Model):
     write_erp: WriteErpSettings
     write_omnitron: WriteOmnitronSettings = WriteOmnitronSettings()
     post_script: FlowFile | None = None
+    # Fetch and transform the real plans, record each ERP request, send and write nothing.
+    dry_run: bool = False
 
     # Set by the loader, not by users: where the file is, for messages.
     _source: Path | None = PrivateAttr(default=None)

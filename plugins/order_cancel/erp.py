@@ -112,17 +112,29 @@ class ErpClient:
         return (self._username, self._password) if isinstance(self.login_settings, BasicLogin) else None
 
     # -- the cancellation write -----------------------------------------------------------------
-    def send(self, method: str, path_or_url: str, body: Any, headers: dict[str, str] | None = None) -> ErpAnswer:
-        """Send one plan: a JSON body, or query parameters for GET."""
-        request: dict[str, Any] = {"headers": {**self.auth_headers(), **(headers or {})}}
+    def request_for(self, method: str, path_or_url: str, body: Any, headers: dict[str, str]) -> dict[str, Any]:
+        """The request for one plan, without credentials: a JSON body, or query parameters for GET."""
+        request: dict[str, Any] = {"method": method, "url": self.url(path_or_url), "headers": dict(headers)}
         if method == "GET":
             request["params"] = _query_params(body)
         else:
             request["json"] = body
+        return request
+
+    @property
+    def auth_description(self) -> str:
+        """How the request is authenticated, naming no secret (for dry runs)."""
+        settings = self.login_settings
+        if isinstance(settings, (TokenLogin, HeaderLogin)):
+            return f"{settings.type} login: token in header {settings.header}"
+        return "basic auth" if isinstance(settings, BasicLogin) else "none"
+
+    def send(self, method: str, path_or_url: str, body: Any, headers: dict[str, str] | None = None) -> ErpAnswer:
+        """Send one plan; the credentials are added here and nowhere else."""
+        request = self.request_for(method, path_or_url, body, headers or {})
+        request["headers"].update(self.auth_headers())
         try:
-            response = self.session.request(
-                method, self.url(path_or_url), auth=self._basic_auth, timeout=self.timeout, stream=True, **request
-            )
+            response = self.session.request(auth=self._basic_auth, timeout=self.timeout, stream=True, **request)
         except requests.Timeout:
             return ErpAnswer(status_code=None, error="timeout")
         except requests.RequestException as exc:

@@ -13,8 +13,9 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable, task_group
 
-from order_cancel.config import FlowConfig, load_flows
+from order_cancel.config import CancelStatus, FlowConfig, load_flows
 from order_cancel.operators import (
+    AdvanceWatermarkOperator,
     FetchPlansOperator,
     LoginOperator,
     PostScriptOperator,
@@ -82,6 +83,9 @@ def build_dag(flow: FlowConfig) -> DAG:
             task_id="summary", flow=flow, plan_task_ids=[f"{PLAN_GROUP}.{step}" for step in step_ids]
         )
         login >> fetch >> plans >> summary
+        if flow.get_data.cancel_status is CancelStatus.COMPLETED:
+            # A second leaf beside the summary: if it fails, the run fails too.
+            plans >> AdvanceWatermarkOperator(task_id="advance_watermark", flow=flow)
     return dag
 
 

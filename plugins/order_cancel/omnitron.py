@@ -51,8 +51,8 @@ class PlanQuery:
     plan_type: str | None = None
     channel_ids: tuple[int, ...] = ()
     order_id: int | None = None
-    modified_after: str | None = None
-    modified_before: str | None = None
+    modified_from: str | None = None
+    modified_until: str | None = None
 
     def params(self) -> dict[str, str]:
         params = {}
@@ -66,10 +66,10 @@ class PlanQuery:
             params["channel_id__in"] = ",".join(str(channel) for channel in self.channel_ids)
         if self.order_id is not None:
             params["order_id"] = str(self.order_id)
-        if self.modified_after:
-            params["modified_date__gt"] = self.modified_after
-        if self.modified_before:
-            params["modified_date__lte"] = self.modified_before
+        if self.modified_from:
+            params["modified_date__gte"] = self.modified_from
+        if self.modified_until:
+            params["modified_date__lt"] = self.modified_until
         params["ordering"] = "modified_date"
         return params
 
@@ -154,13 +154,9 @@ class OmnitronClient:
             page = self.request("GET", page["next"])
 
     # -- the calls of the flow ------------------------------------------------------------------
-    def cancellation_plans(self, query: PlanQuery, page_size: int, limit: int | None = None) -> list[dict[str, Any]]:
-        plans = []
-        for plan in self.iter_pages(CANCELLATION_PLANS_PATH, query.params(), page_size):
-            if limit is not None and len(plans) >= limit:
-                break
-            plans.append(plan)
-        return plans
+    def cancellation_plans(self, query: PlanQuery, page_size: int) -> Iterator[dict[str, Any]]:
+        """The matching plans, page by page: a caller that stops early fetches no further page."""
+        return self.iter_pages(CANCELLATION_PLANS_PATH, query.params(), page_size)
 
     def return_transactions(
         self, channel_type: str, channel_ids: tuple[int, ...], page_size: int

@@ -4,27 +4,30 @@ does the work, and an operator wires the two to Airflow (templated input, XCom, 
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, Variable
 from airflow.sdk.exceptions import AirflowFailException
 
-from order_cancel.config import FlowConfig
+from order_cancel.config import CancelStatus, FlowConfig
 from order_cancel.erp import ErpLoginError
 from order_cancel.evaluation import EvaluationError
 from order_cancel.fetch import fetch_work_items
 from order_cancel.hooks import ErpHook, OmnitronHook
 from order_cancel.mapping import MappingError
 from order_cancel.omnitron import OmnitronError
-from order_cancel.plan_steps import FlowSteps, PlanDataError
+from order_cancel.plan_steps import DRY_RUN, FlowSteps, PlanDataError
 from order_cancel.scripting import ScriptFailed, logged_attributes
 from order_cancel.summary import PLAN_ERROR_KEY, SUMMARY_KEY, summarize
+from order_cancel.watermark import Watermark, iso, run_window, variable_key
 
 # Failures that a retry of the same input cannot mend: the plan fails at once, without retries.
 PLAN_FAILURES = (ScriptFailed, MappingError, PlanDataError, EvaluationError)
 
+NEXT_WATERMARK_KEY = "next_watermark"
 PLAN_LABEL = "plan {{ task.step_input.ref.plan_pk }} · order {{ task.step_input.ref.order_number }}"
 
 
@@ -36,6 +39,12 @@ class FlowOperator(BaseOperator):
     def __init__(self, *, flow: FlowConfig, **kwargs: Any):
         super().__init__(**kwargs)
         self.flow = flow
+
+
+def is_dry_run(flow: FlowConfig, context: Any) -> bool:
+    """A dry run is asked for by the flow file or by the run's conf: {"dry_run": true}."""
+    conf = getattr(context.get("dag_run"), "conf", None) or {}
+    return flow.dry_run or bool(conf.get(DRY_RUN))
 
 
 class LoginOperator(FlowOperator):
@@ -50,7 +59,7 @@ class LoginOperator(FlowOperator):
     def execute(self, context: Any) -> None:
         OmnitronHook(self.flow.omnitron).get_conn().login()
         self.log.info("Logged in to Omnitron with connection %r", self.flow.omnitron.conn_id)
-        if self.flow.erp.login is not None:
+        if self.flow.erp.login is not None and not is_dry_run(self.flow, context):
             try:
                 ErpHook(self.flow.erp).get_conn().login()
             except ErpLoginError as exc:
@@ -63,9 +72,59 @@ class FetchPlansOperator(FlowOperator):
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         omnitron = OmnitronHook(self.flow.omnitron).get_conn()
-        items = fetch_work_items(omnitron, self.flow)
+        window = watermark = None
+        if self.flow.get_data.cancel_status is CancelStatus.COMPLETED:
+            dag_run = context["dag_run"]
+            interval = (context.get("data_interval_start"), context.get("data_interval_end"))
+            run_type = getattr(dag_run.run_type, "value", dag_run.run_type)
+            window = run_window(str(run_type), dag_run.conf or {}, interval)
+            if window is None:
+                watermark = self._watermark(context)
+        items = fetch_work_items(omnitron, self.flow, window=window, watermark=watermark)
         self.log.info("Fetched %d cancellation plans: %s", len(items), [item["ref"]["plan_pk"] for item in items])
+        if window is not None:
+            self.log.info("Window run: plans modified from %s until %s; the watermark stays", window.start, window.end)
+        elif watermark is not None and not is_dry_run(self.flow, context):
+            advanced = watermark.advanced_over([item["plan"] for item in items])
+            context["ti"].xcom_push(key=NEXT_WATERMARK_KEY, value=advanced.dumps())
         return items
+
+    def _watermark(self, context: Any) -> Watermark:
+        stored = Variable.get(variable_key(self.flow.flow_id), default=None)
+        if stored is not None:
+            self.log.info("Watermark %s: %s", variable_key(self.flow.flow_id), stored)
+            return Watermark.loads(stored)
+        since = (
+            self.flow.get_data.completed_since
+            or context.get("data_interval_start")
+            or context.get("logical_date")
+            or dt.datetime.now(dt.timezone.utc)
+        )
+        self.log.info("No watermark yet: starting from plans modified since %s", since)
+        return Watermark(iso(since))
+
+
+class AdvanceWatermarkOperator(FlowOperator):
+    """Moves a completed flow's watermark over the plans this run fetched, once they were processed.
+
+    It runs whatever the plans did: a failed plan keeps its failed task instance (clear it to
+    retry), and is not fetched again by later runs. A window run or a dry run leaves it alone.
+    """
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(trigger_rule="all_done", **kwargs)
+
+    def execute(self, context: Any) -> str | None:
+        proposed = context["ti"].xcom_pull(task_ids="fetch_plans", key=NEXT_WATERMARK_KEY)
+        if proposed is None:
+            self.log.info("Nothing to move: no plans were fetched from the watermark in this run")
+            return None
+        key = variable_key(self.flow.flow_id)
+        stored = Variable.get(key, default=None)
+        advanced = Watermark.loads(proposed).later(Watermark.loads(stored) if stored else None).dumps()
+        Variable.set(key, advanced)
+        self.log.info("Watermark %s set to %s", key, advanced)
+        return advanced
 
 
 class PlanStepOperator(FlowOperator):
@@ -88,7 +147,7 @@ class PlanStepOperator(FlowOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         ref = self.step_input["ref"]
         try:
-            result = self.run_step(FlowSteps.build(self.flow), self.step_input)
+            result = self.run_step(FlowSteps.build(self.flow, dry_run=is_dry_run(self.flow, context)), self.step_input)
         except Exception as exc:
             reason = getattr(exc, "attributes", {}).get("log.script.error") or f"{type(exc).__name__}: {exc}"
             context["ti"].xcom_push(key=PLAN_ERROR_KEY, value={"ref": ref, "step": self.task_id, "error": reason})

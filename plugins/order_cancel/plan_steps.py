@@ -21,6 +21,7 @@ from order_cancel.omnitron import OmnitronClient
 from order_cancel.scripting import Script
 
 INTEGRATION_CODE_ATTRIBUTE = "integration_code"
+DRY_RUN = "dry_run"
 DEFAULT_RESPONSE_SCRIPT = PROJECT_ROOT / "include" / "templates" / "default_response.py"
 
 
@@ -77,9 +78,10 @@ class FlowSteps:
     mapping: JoltMapping | None
     evaluator: ResponseEvaluator
     post_script: Script | None
+    dry_run: bool = False
 
     @classmethod
-    def build(cls, flow: FlowConfig) -> FlowSteps:
+    def build(cls, flow: FlowConfig, *, dry_run: bool = False) -> FlowSteps:
         response_script = None
         if flow.write_erp.custom_response:
             response_script = Script.from_file(flow.write_erp.response_script or DEFAULT_RESPONSE_SCRIPT)
@@ -89,6 +91,7 @@ class FlowSteps:
             mapping=_mapping(flow),
             evaluator=ResponseEvaluator(response_script, flow.script_timeout_seconds),
             post_script=Script.from_file(flow.post_script) if flow.post_script else None,
+            dry_run=dry_run,
         )
 
     # -- Script Step and Mapping Step ---------------------------------------------------------
@@ -124,10 +127,12 @@ class FlowSteps:
     ) -> dict[str, Any]:
         """Send the body; on auth_fail log in again and resend, a bounded number of times."""
         settings = self.flow.write_erp
+        headers = {"Idempotency-Key": prepared["idempotency_key"]}
+        if self.dry_run:
+            return self._dry_delivery(erp, prepared, headers)
         attributes = dict(prepared["attributes"])
         if self.evaluator.script is not None:
             attributes["rejected_count"] = str(rejected_count())
-        headers = {"Idempotency-Key": prepared["idempotency_key"]}
         logs: list[tuple[str, str]] = []
         for attempt in range(self.flow.erp.max_auth_retries + 1):
             if attempt:
@@ -151,12 +156,32 @@ class FlowSteps:
             "logs": logs,
         }
 
+    def _dry_delivery(self, erp: ErpClient, prepared: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        settings = self.flow.write_erp
+        request = erp.request_for(settings.method.value, settings.url, prepared["body"], headers)
+        return {
+            "ref": prepared["ref"],
+            "relation": DRY_RUN,
+            "status_code": None,
+            "error": None,
+            "request": {**request, "auth": erp.auth_description},
+            "request_data": prepared["body"],
+            "response_data": None,
+            "attributes": prepared["attributes"],
+            "logs": [("info", f"dry run: would send {request['method']} {request['url']}")],
+        }
+
     # -- Write Data to Omnitron Step ----------------------------------------------------------
     def write_outcome(self, omnitron: OmnitronClient, delivery: dict[str, Any]) -> dict[str, Any]:
         """Report the relation to Omnitron; only an ERP-accepted plan (continue) moves forward."""
+        if delivery["relation"] == DRY_RUN:
+            return {**delivery, "omnitron": "dry run: nothing written", "logs": []}
         ref, relation = delivery["ref"], Relation(delivery["relation"])
         status = self.flow.get_data.cancel_status
-        outcome = "untouched (retried by a later run)"
+        if status is CancelStatus.COMPLETED:
+            outcome = "untouched (completed flow: clear its write_erp task to send it again)"
+        else:
+            outcome = "untouched (retried by a later run)"
         if relation is Relation.CONTINUE:
             if status is CancelStatus.ORDER_TRANSACTION:
                 code = delivery["attributes"].get(INTEGRATION_CODE_ATTRIBUTE) or str(ref["plan_pk"])
@@ -174,8 +199,10 @@ class FlowSteps:
         elif relation is Relation.FAILURE and status.writes_status:
             omnitron.reject(ref["plan_pk"])
             outcome = "rejected"
+        elif relation is Relation.FAILURE and status is CancelStatus.ORDER_TRANSACTION:
+            outcome = "refused by the ERP: the transaction stays unmapped and is retried by the next run"
         elif relation is Relation.FAILURE:
-            outcome = "not delivered (retried by a later run)"
+            outcome = "refused by the ERP (completed flow: nothing written)"
         return {**delivery, "omnitron": outcome, "logs": []}
 
     # -- Post Script Step ----------------------------------------------------------------------
