@@ -24,6 +24,7 @@ AUTH_MODES = ("none", "token", "basic", "header")
 
 
 CRM_PREFIX = "/api/crm/"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 class FakeErp(FakeServer):
@@ -45,6 +46,7 @@ class FakeErp(FakeServer):
         self.tokens = TokenStore("erp", token_max_uses)
         self._responses = RuleList()
         self._accepted = 0
+        self.bookings: dict[str, dict] = {}
         self.control_routes.add("POST", "/_fake/responses", lambda r: self._done(self.respond, r.body))
         self.control_routes.add("DELETE", "/_fake/responses", lambda r: self._done(self.clear_responses))
 
@@ -66,6 +68,10 @@ class FakeErp(FakeServer):
     def clear_responses(self) -> None:
         self._responses.clear()
 
+    def clear_bookings(self) -> None:
+        with self._lock:
+            self.bookings.clear()
+
     def expire_tokens(self) -> None:
         self.tokens.expire_all()
 
@@ -77,12 +83,18 @@ class FakeErp(FakeServer):
         # The CRM webhook that post scripts call stands beside the ERP and needs no ERP credentials.
         if not request.path.startswith(CRM_PREFIX) and not self._authorized(request):
             return _unauthorized()
-        return self._responses.take(request) or self._accept()
+        return self._responses.take(request) or self._accept(request.headers.get(IDEMPOTENCY_HEADER))
 
-    def _accept(self) -> Reply:
+    def _accept(self, idempotency_key: str | None) -> Reply:
+        """Book the request; a repeated Idempotency-Key gets the first booking back, not a new one."""
         with self._lock:
+            if idempotency_key in self.bookings:
+                return Reply(200, self.bookings[idempotency_key], headers={"Idempotent-Replayed": "true"})
             self._accepted += 1
-            return Reply(201, {"id": f"ERP-{self._accepted}", "status": "accepted"})
+            booking = {"id": f"ERP-{self._accepted}", "status": "accepted"}
+            if idempotency_key:
+                self.bookings[idempotency_key] = booking
+            return Reply(201, booking)
 
     def _login(self, request: RecordedRequest) -> Reply:
         """Integrator-style login: username and password in a JSON (or form) body, extra fields ok."""

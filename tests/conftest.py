@@ -60,6 +60,7 @@ def _reset(server):
     server.clear_faults()
     if hasattr(server, "clear_responses"):
         server.clear_responses()
+        server.clear_bookings()
 
 
 @pytest.fixture

@@ -154,6 +154,10 @@ class ErpSettings(_Model):
     timeout_seconds: float = Field(default=30, gt=0)
     # How often an auth_fail answer leads to a new ERP login and a resend before the plan is left for later.
     max_auth_retries: int = Field(default=2, ge=0, le=10)
+    # So that a slow ERP is not flooded by mapped tasks: an Airflow pool shared by every flow that
+    # writes to this ERP, and/or a cap on this run's ERP writes in flight.
+    pool: str | None = None
+    max_parallel_writes: int | None = Field(default=None, ge=1)
 
 
 class WriteErpSettings(_Model):

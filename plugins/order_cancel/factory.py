@@ -72,7 +72,13 @@ def build_dag(flow: FlowConfig) -> DAG:
         @task_group(group_id=PLAN_GROUP)
         def process_plan(item):
             prepared = TransformPlanOperator(task_id="transform", flow=flow, step_input=item)
-            delivered = WriteErpOperator(task_id="write_erp", flow=flow, step_input=prepared.output)
+            delivered = WriteErpOperator(
+                task_id="write_erp",
+                flow=flow,
+                step_input=prepared.output,
+                max_active_tis_per_dagrun=flow.erp.max_parallel_writes,
+                **({"pool": flow.erp.pool} if flow.erp.pool else {}),
+            )
             written = WriteOmnitronOperator(task_id="write_omnitron", flow=flow, step_input=delivered.output)
             if flow.post_script:
                 PostScriptOperator(task_id="post_script", flow=flow, step_input=written.output)
