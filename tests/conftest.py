@@ -78,7 +78,16 @@ def erp_servers(_erp_servers):
 
 
 @pytest.fixture
-def flows(airflow_db, omnitron, erp_servers, tmp_path, monkeypatch) -> FlowRunner:
+def flow_mode(request) -> str:
+    """per_plan by default; tests marked with `both_modes` run in batch mode too."""
+    return getattr(request, "param", "per_plan")
+
+
+both_modes = pytest.mark.parametrize("flow_mode", ["per_plan", "batch"], indirect=True)
+
+
+@pytest.fixture
+def flows(airflow_db, omnitron, erp_servers, tmp_path, monkeypatch, flow_mode) -> FlowRunner:
     """Writes flow files into a fresh folder and runs their DAGs; connections point at the fakes."""
     monkeypatch.setenv("AIRFLOW_CONN_OMNITRON_TEST", connection_json(omnitron.url, OMNITRON_USER, OMNITRON_PASSWORD))
     for auth, server in erp_servers.items():
@@ -95,4 +104,5 @@ def flows(airflow_db, omnitron, erp_servers, tmp_path, monkeypatch) -> FlowRunne
     ErpClient.tokens.clear()
     OmnitronClient.tokens.clear()
     delete_variables()
-    return FlowRunner(folder)
+    # Small batches, so that a handful of plans spreads over several batch tasks.
+    return FlowRunner(folder, defaults={"batch": {"size": 2, "concurrency": 4}} if flow_mode == "batch" else None)

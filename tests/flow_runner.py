@@ -4,6 +4,7 @@ run the DAG with `dag.test()`, then read what the run left in the metadata datab
 from __future__ import annotations
 
 import copy
+import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,22 +71,29 @@ class RunResult:
         """The summary task's rows by plan pk (published also when a failed plan fails the run)."""
         return {row["plan"]: row for row in self.xcom("summary", key="plans") or []}
 
-    def results(self) -> dict[int, dict[str, Any]]:
-        """The last per-plan step result of each plan, by plan pk."""
-        rows = {}
-        for record in self.mapped("plan.write_omnitron"):
-            value = self.xcom("plan.write_omnitron", record.map_index)
-            if value:
-                rows[value["ref"]["plan_pk"]] = value
-        return rows
+    def final(self, plan_pk: int) -> dict[str, Any]:
+        """Everything the plan's steps returned, merged in step order, in per-plan and in batch mode."""
+        merged_result: dict[str, Any] = {}
+        for step in _STEP_ORDER:
+            for (task_id, _, key), value in self._xcoms.items():
+                if task_id != step or key != "return_value":
+                    continue
+                for result in value if isinstance(value, list) else [value]:
+                    if result and result["ref"]["plan_pk"] == plan_pk:
+                        merged_result.update(result)
+        return merged_result
+
+
+_STEP_ORDER = ["plan.transform", "plan.write_erp", "plan.write_omnitron", "plan.post_script", "plan_batch"]
 
 
 class FlowRunner:
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, defaults: dict[str, Any] | None = None):
         self.folder = folder
+        self.defaults = defaults or {}
 
     def write(self, flow: dict[str, Any] | None = None, name: str | None = None, **overrides: Any) -> Path:
-        document = merged(flow or BASE_FLOW, overrides)
+        document = merged(merged(flow or BASE_FLOW, self.defaults), overrides)
         path = self.folder / f"{name or document.get('flow_id', 'flow')}.yaml"
         path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
         return path
@@ -140,7 +148,7 @@ class FlowRunner:
     def backfill(self, start: Any, end: Any, flow_id: str = "acme_cancel") -> list[RunResult]:
         """Create a backfill as `airflow backfill create` does, and run its runs one after the other."""
         from airflow import settings
-        from airflow.models.backfill import _create_backfill
+        from airflow.models.backfill import Backfill, _create_backfill
         from airflow.models.dagrun import DagRun
         from airflow.serialization.serialized_objects import DagSerialization
         from airflow.utils.state import DagRunState
@@ -168,6 +176,10 @@ class FlowRunner:
             session.commit()
             _drive(dag, scheduler_dag, dag_run, session)
             results.append(collect(dag_run))
+        # As the scheduler does once every run of a backfill is done.
+        session = settings.Session()
+        session.query(Backfill).filter_by(id=backfill.id).update({"completed_at": dt.datetime.now(dt.timezone.utc)})
+        session.commit()
         return results
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+from tests.conftest import both_modes
 from fakes import make_order_transaction, make_plan
 from order_cancel.watermark import variable_key
 from tests.flow_runner import variable
@@ -31,6 +32,7 @@ def omnitron_writes(omnitron) -> list:
     return [r.path for r in omnitron.requests if r.method == "POST" and "auth/login" not in r.path]
 
 
+@both_modes
 def test_watermark_takes_new_and_changed_plans_only(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
     omnitron.add_plans([completed_plan(pk, pk) for pk in (1, 2, 3)])
@@ -57,6 +59,7 @@ def test_watermark_takes_new_and_changed_plans_only(flows, omnitron, erp_servers
     assert sent_pks(erp) == [], "nothing new: nothing sent"
 
 
+@both_modes
 def test_a_cap_smaller_than_the_backlog_with_equal_dates_across_a_page_boundary(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
     # Plans 3, 4 and 5 share one modification date; pages of 2 split them, and the cap of 4 too.
@@ -77,6 +80,7 @@ def test_a_cap_smaller_than_the_backlog_with_equal_dates_across_a_page_boundary(
     assert sent_pks(erp) == []
 
 
+@both_modes
 def test_a_failed_run_moves_nothing_and_the_next_run_takes_everything(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
     omnitron.add_plans([completed_plan(pk, pk) for pk in (1, 2, 3)])
@@ -95,6 +99,7 @@ def test_a_failed_run_moves_nothing_and_the_next_run_takes_everything(flows, omn
     assert sent_pks(erp) == [1, 2, 3]
 
 
+@both_modes
 def test_a_window_run_refetches_its_window_and_leaves_the_watermark(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
     omnitron.add_plans([completed_plan(pk, pk * 10) for pk in (1, 2, 3, 4)])
@@ -113,6 +118,7 @@ def test_a_window_run_refetches_its_window_and_leaves_the_watermark(flows, omnit
     assert variable(WATERMARK) == watermark
 
 
+@both_modes
 def test_order_transaction_mode_maps_delivered_plans_and_retries_the_rest(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
     plans = [make_plan(pk, order_pk=500 + pk, status="completed", plan_type="refund") for pk in (1, 2, 3)]
@@ -177,16 +183,19 @@ def test_clearing_a_failed_plan_of_a_completed_flow_retries_only_that_plan(flows
     assert sent_pks(erp) == [], "the next scheduled run does not send plan 2 again"
 
 
-def test_a_backfill_takes_each_interval_and_leaves_the_watermark(flows, omnitron, erp_servers):
+@both_modes
+def test_a_backfill_takes_each_interval_and_leaves_the_watermark(flows, omnitron, erp_servers, flow_mode):
     erp = erp_servers["token"]
     omnitron.add_plans([completed_plan(1, 30), completed_plan(2, 90), completed_plan(3, 150), completed_plan(4, 170)])
-    # A flow id of its own: Airflow plans a backfill from the latest serialized version of the DAG.
-    flows.write(**COMPLETED, flow_id="acme_hourly", schedule="@hourly")
-    flows.run("acme_hourly")  # the scheduled path: every plan once, and a watermark
-    watermark = variable(variable_key("acme_hourly"))
+    # A flow id of its own: a backfill is planned from the latest serialized version of the DAG,
+    # and does not run again the dates an earlier backfill of that DAG ran.
+    flow_id = f"acme_hourly_{flow_mode}"
+    flows.write(**COMPLETED, flow_id=flow_id, schedule="@hourly")
+    flows.run(flow_id)  # the scheduled path: every plan once, and a watermark
+    watermark = variable(variable_key(flow_id))
     erp.clear_requests()
 
-    runs = flows.backfill(at(60), at(120), flow_id="acme_hourly")  # [13:00, 14:00) and [14:00, 15:00)
+    runs = flows.backfill(at(60), at(120), flow_id=flow_id)  # [13:00, 14:00) and [14:00, 15:00)
 
     assert [run.state for run in runs] == ["success", "success"]
     windows = [(r.query["modified_date__gte"], r.query["modified_date__lt"])
@@ -194,4 +203,4 @@ def test_a_backfill_takes_each_interval_and_leaves_the_watermark(flows, omnitron
     assert windows == [("2026-03-01T13:00:00Z", "2026-03-01T14:00:00Z"), ("2026-03-01T14:00:00Z", "2026-03-01T15:00:00Z")]
     assert [sorted(row for row in run.summary) for run in runs] == [[2], [3, 4]]
     assert sent_pks(erp) == [2, 3, 4]
-    assert variable(variable_key("acme_hourly")) == watermark
+    assert variable(variable_key(flow_id)) == watermark

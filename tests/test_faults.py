@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import both_modes
 from fakes import make_plan
 from tests.flow_runner import ROOT
 
@@ -33,6 +34,7 @@ def three_plans(omnitron):
     omnitron.add_plans([make_plan(pk, order_pk=100 + pk) for pk in (1, 2, 3)])
 
 
+@both_modes
 # -- Omnitron ------------------------------------------------------------------------------------
 def test_omnitron_5xx_on_the_list_is_retried_then_succeeds(flows, omnitron, erp_servers, three_plans):
     omnitron.add_fault("GET", PLANS, status=503, times=2)
@@ -45,6 +47,7 @@ def test_omnitron_5xx_on_the_list_is_retried_then_succeeds(flows, omnitron, erp_
     assert statuses(omnitron, 1, 2, 3) == {1: "approved", 2: "approved", 3: "approved"}
 
 
+@both_modes
 @pytest.mark.parametrize("fault", [{"status": 500}, {"delay": 1.5}], ids=["5xx", "timeout"])
 def test_omnitron_list_failing_for_good_fails_the_run_without_touching_a_plan(flows, omnitron, erp_servers, three_plans, fault):
     omnitron.add_fault("GET", PLANS, times=None, **fault)
@@ -74,6 +77,7 @@ def test_a_malformed_page_fails_the_fetch_cleanly(flows, omnitron, erp_servers, 
     assert sent(erp_servers["token"]) == [] and writes(omnitron) == []
 
 
+@both_modes
 def test_an_omnitron_token_expiring_mid_run_is_renewed(flows, omnitron, erp_servers, three_plans):
     omnitron.token_max_uses = 3
     flows.write()
@@ -87,6 +91,7 @@ def test_an_omnitron_token_expiring_mid_run_is_renewed(flows, omnitron, erp_serv
     omnitron.token_max_uses = None
 
 
+@both_modes
 def test_a_5xx_on_the_update_is_retried_without_calling_the_erp_again(flows, omnitron, erp_servers, three_plans):
     erp = erp_servers["token"]
     omnitron.add_fault("POST", APPROVE.format(order=102), status=502, times=2)
@@ -100,6 +105,7 @@ def test_a_5xx_on_the_update_is_retried_without_calling_the_erp_again(flows, omn
     assert statuses(omnitron, 1, 2, 3) == {1: "approved", 2: "approved", 3: "approved"}
 
 
+@both_modes
 # -- ERP -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "answer",
@@ -119,6 +125,7 @@ def test_an_erp_that_does_not_accept_leaves_the_plan_for_a_later_run(flows, omni
     assert APPROVE.format(order=102) not in writes(omnitron)
 
 
+@both_modes
 def test_an_erp_refusing_connections_leaves_every_plan_untouched(flows, omnitron, erp_servers, three_plans, monkeypatch):
     closed = erp_servers["none"]
     url = closed.url
@@ -132,11 +139,12 @@ def test_an_erp_refusing_connections_leaves_every_plan_untouched(flows, omnitron
         assert run.state == "success"
         assert {row["relation"] for row in run.summary.values()} == {"do_nothing"}
         assert writes(omnitron) == []
-        assert all(run.xcom("plan.write_erp", i)["error"] == "ConnectionError" for i in range(3))
+        assert all(run.final(pk)["error"] == "ConnectionError" for pk in (1, 2, 3))
     finally:
         closed.start()
 
 
+@both_modes
 def test_a_non_json_erp_answer_is_kept_as_text(flows, omnitron, erp_servers, three_plans):
     erp = erp_servers["token"]
     erp.respond(match={"pk": 1}, status=200, raw_body=b"OK booked", headers={"Content-Type": "text/plain"})
@@ -145,9 +153,10 @@ def test_a_non_json_erp_answer_is_kept_as_text(flows, omnitron, erp_servers, thr
     run = flows.run()
 
     assert run.summary[1]["relation"] == "continue"
-    assert run.xcom("plan.write_erp", 0)["response_data"] == "OK booked"
+    assert run.final(1)["response_data"] == "OK booked"
 
 
+@both_modes
 def test_a_huge_erp_answer_is_cut_in_memory_and_in_xcom(flows, omnitron, erp_servers, three_plans):
     erp = erp_servers["token"]
     erp.respond(match={"pk": 1}, status=201, raw_body=b'{"id": "ERP-1", "log": "' + b"x" * 5_000_000 + b'"}')
@@ -155,12 +164,13 @@ def test_a_huge_erp_answer_is_cut_in_memory_and_in_xcom(flows, omnitron, erp_ser
 
     run = flows.run()
 
-    delivered = next(run.xcom("plan.write_erp", i) for i in range(3) if run.xcom("plan.write_erp", i)["ref"]["plan_pk"] == 1)
+    delivered = run.final(1)
     assert delivered["relation"] == "continue"
     assert len(delivered["response_data"]) <= 256 * 1024
     assert omnitron.plans[1]["status"] == "approved"
 
 
+@both_modes
 def test_a_retried_erp_write_carries_the_same_idempotency_key_and_books_once(flows, omnitron, erp_servers, three_plans, monkeypatch):
     """The ERP booked plan 2, then the task died before it could record that (as when a worker is
     killed mid-write); Airflow retries the task, which sends plan 2 again with the same key."""
@@ -188,6 +198,7 @@ def test_a_retried_erp_write_carries_the_same_idempotency_key_and_books_once(flo
     assert statuses(omnitron, 1, 2, 3) == {1: "approved", 2: "approved", 3: "approved"}
 
 
+@both_modes
 def test_a_later_run_resending_a_plan_uses_the_same_key(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
     omnitron.add_plans([make_plan(1, order_pk=101)])
@@ -201,6 +212,7 @@ def test_a_later_run_resending_a_plan_uses_the_same_key(flows, omnitron, erp_ser
     assert omnitron.plans[1]["status"] == "approved"
 
 
+@both_modes
 # -- Input ---------------------------------------------------------------------------------------
 def test_a_plan_missing_fields_fails_alone(flows, omnitron, erp_servers, three_plans):
     broken = make_plan(4, order_pk=104)
@@ -231,6 +243,7 @@ def test_turkish_text_travels_unchanged(flows, omnitron, erp_servers):
     assert run.state == "success"
 
 
+@both_modes
 def test_a_script_that_loops_forever_is_stopped_and_fails_its_plan(flows, omnitron, erp_servers, three_plans):
     flows.write_file("scripts/slow.py", (
         "if get_attribute('plan_pk') == '3':\n"
@@ -247,6 +260,7 @@ def test_a_script_that_loops_forever_is_stopped_and_fails_its_plan(flows, omnitr
     assert statuses(omnitron, 1, 2, 3) == {1: "approved", 2: "approved", 3: "waiting"}
 
 
+@both_modes
 def test_a_jolt_spec_that_fails_on_one_plan_fails_only_that_plan(flows, omnitron, erp_servers, three_plans):
     attack = make_plan(4, order_pk=104)
     attack["order"]["extra_field"] = {"erp_line": "999999999"}

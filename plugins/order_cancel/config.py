@@ -25,6 +25,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 FLOWS_DIR_ENV = "ORDER_CANCEL_FLOWS_DIR"
@@ -106,7 +107,7 @@ class GetDataSettings(_Model):
     # (default: the start of that run's data interval, never "all history").
     completed_since: dt.datetime | None = None
     page_size: int = Field(default=100, ge=1, le=1000)
-    max_plans_per_run: int = Field(default=500, ge=1, le=MAX_PLANS_PER_RUN_LIMIT)
+    max_plans_per_run: int = Field(default=500, ge=1, le=100_000)
 
     @field_validator("channel_ids", mode="before")
     @classmethod
@@ -176,6 +177,13 @@ class WriteOmnitronSettings(_Model):
     next_state: NextState = NextState.APPROVED
 
 
+class BatchSettings(_Model):
+    """High-volume mode: map over batches of plans, each processing its plans concurrently."""
+
+    size: int = Field(default=50, ge=1, le=1000)
+    concurrency: int = Field(default=8, ge=1, le=64)
+
+
 class FlowConfig(_Model):
     """One flow file. Relative script and mapping paths are resolved against the flow file's folder."""
 
@@ -202,6 +210,17 @@ class FlowConfig(_Model):
     post_script: FlowFile | None = None
     # Fetch and transform the real plans, record each ERP request, send and write nothing.
     dry_run: bool = False
+    batch: BatchSettings | None = None
+
+    @model_validator(mode="after")
+    def _mappable(self) -> FlowConfig:
+        tasks = -(-self.get_data.max_plans_per_run // self.batch.size) if self.batch else self.get_data.max_plans_per_run
+        if tasks > MAX_PLANS_PER_RUN_LIMIT:
+            raise ValueError(
+                f"get_data.max_plans_per_run: {self.get_data.max_plans_per_run} plans make {tasks} mapped tasks, more "
+                f"than Airflow's max_map_length ({MAX_PLANS_PER_RUN_LIMIT}); lower it or use a larger batch.size"
+            )
+        return self
 
     # Set by the loader, not by users: where the file is, for messages.
     _source: Path | None = PrivateAttr(default=None)

@@ -15,10 +15,12 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, task_group
 
 from order_cancel.config import CancelStatus, FlowConfig, load_flows
 from order_cancel.operators import (
+    BATCH_LABEL,
     AdvanceWatermarkOperator,
     FetchPlansOperator,
     LoginOperator,
     PostScriptOperator,
+    ProcessBatchOperator,
     RunSummaryOperator,
     TransformPlanOperator,
     WriteErpOperator,
@@ -69,30 +71,42 @@ def build_dag(flow: FlowConfig) -> DAG:
         login = LoginOperator(task_id="login", flow=flow)
         fetch = FetchPlansOperator(task_id="fetch_plans", flow=flow)
 
-        @task_group(group_id=PLAN_GROUP)
-        def process_plan(item):
-            prepared = TransformPlanOperator(task_id="transform", flow=flow, step_input=item)
-            delivered = WriteErpOperator(
-                task_id="write_erp",
-                flow=flow,
-                step_input=prepared.output,
-                max_active_tis_per_dagrun=flow.erp.max_parallel_writes,
-                **({"pool": flow.erp.pool} if flow.erp.pool else {}),
-            )
-            written = WriteOmnitronOperator(task_id="write_omnitron", flow=flow, step_input=delivered.output)
-            if flow.post_script:
-                PostScriptOperator(task_id="post_script", flow=flow, step_input=written.output)
-
-        plans = process_plan.expand(item=fetch.output)
-        step_ids = ["transform", "write_erp", "write_omnitron"] + (["post_script"] if flow.post_script else [])
-        summary = RunSummaryOperator(
-            task_id="summary", flow=flow, plan_task_ids=[f"{PLAN_GROUP}.{step}" for step in step_ids]
-        )
+        plans, plan_task_ids = (_batch_tasks if flow.batch else _plan_tasks)(flow, fetch)
+        summary = RunSummaryOperator(task_id="summary", flow=flow, plan_task_ids=plan_task_ids)
         login >> fetch >> plans >> summary
         if flow.get_data.cancel_status is CancelStatus.COMPLETED:
             # A second leaf beside the summary: if it fails, the run fails too.
             plans >> AdvanceWatermarkOperator(task_id="advance_watermark", flow=flow)
     return dag
+
+
+def _erp_limits(flow: FlowConfig) -> dict:
+    limits = {"max_active_tis_per_dagrun": flow.erp.max_parallel_writes}
+    return {**limits, "pool": flow.erp.pool} if flow.erp.pool else limits
+
+
+def _plan_tasks(flow: FlowConfig, fetch: FetchPlansOperator):
+    """Per-plan mode: a task group mapped over the plans, one task instance per plan and step."""
+
+    @task_group(group_id=PLAN_GROUP)
+    def process_plan(item):
+        prepared = TransformPlanOperator(task_id="transform", flow=flow, step_input=item)
+        delivered = WriteErpOperator(task_id="write_erp", flow=flow, step_input=prepared.output, **_erp_limits(flow))
+        written = WriteOmnitronOperator(task_id="write_omnitron", flow=flow, step_input=delivered.output)
+        if flow.post_script:
+            PostScriptOperator(task_id="post_script", flow=flow, step_input=written.output)
+
+    steps = ["transform", "write_erp", "write_omnitron"] + (["post_script"] if flow.post_script else [])
+    return process_plan.expand(item=fetch.output), [f"{PLAN_GROUP}.{step}" for step in steps]
+
+
+def _batch_tasks(flow: FlowConfig, fetch: FetchPlansOperator):
+    """High-volume mode: one task instance per batch of plans."""
+    # A mapped operator takes its label template from partial(), not from the operator's __init__.
+    batch = ProcessBatchOperator.partial(
+        task_id="plan_batch", flow=flow, map_index_template=BATCH_LABEL, **_erp_limits(flow)
+    )
+    return batch.expand(step_input=fetch.output), ["plan_batch"]
 
 
 def build_dags(folder: Path | None = None) -> dict[str, DAG]:

@@ -8,6 +8,8 @@ host has none. TLS certificates are verified unless the connection's extra says 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -48,15 +50,20 @@ class OmnitronHook(BaseHook):
         super().__init__(**kwargs)
         self.settings = settings
 
-    def get_conn(self) -> OmnitronClient:
+    def client_factory(self) -> Callable[[], OmnitronClient]:
+        """Reads the connection once; each call builds a client with an HTTP session of its own."""
         conn = self.get_connection(self.settings.conn_id)
-        return OmnitronClient(
+        return partial(
+            OmnitronClient,
             base_url(conn),
             conn.login or "",
             conn.password or "",
             timeout=self.settings.timeout_seconds,
             verify=tls_verify(conn),
         )
+
+    def get_conn(self) -> OmnitronClient:
+        return self.client_factory()()
 
 
 class ErpHook(BaseHook):
@@ -69,9 +76,11 @@ class ErpHook(BaseHook):
         super().__init__(**kwargs)
         self.settings = settings
 
-    def get_conn(self) -> ErpClient:
+    def client_factory(self) -> Callable[[], ErpClient]:
+        """Reads the connection once; each call builds a client with an HTTP session of its own."""
         conn = self.get_connection(self.settings.conn_id)
-        return ErpClient(
+        return partial(
+            ErpClient,
             base_url(conn),
             self.settings.login,
             conn.login,
@@ -79,3 +88,6 @@ class ErpHook(BaseHook):
             timeout=self.settings.timeout_seconds,
             verify=tls_verify(conn),
         )
+
+    def get_conn(self) -> ErpClient:
+        return self.client_factory()()

@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, Variable
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.bases.xcom import BaseXCom
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from order_cancel.batch import BatchRunner, Checkpoint, batches, checkpoint_key, per_thread
 from order_cancel.config import CancelStatus, FlowConfig
 from order_cancel.erp import ErpLoginError
 from order_cancel.evaluation import EvaluationError
@@ -21,14 +23,19 @@ from order_cancel.mapping import MappingError
 from order_cancel.omnitron import OmnitronError
 from order_cancel.plan_steps import DRY_RUN, FlowSteps, PlanDataError
 from order_cancel.scripting import ScriptFailed, logged_attributes
-from order_cancel.summary import PLAN_ERROR_KEY, SUMMARY_KEY, summarize
+from order_cancel.summary import PLAN_ERROR_KEY, SUMMARY_KEY, flatten, summarize
 from order_cancel.watermark import Watermark, iso, run_window, variable_key
 
 # Failures that a retry of the same input cannot mend: the plan fails at once, without retries.
 PLAN_FAILURES = (ScriptFailed, MappingError, PlanDataError, EvaluationError)
 
 NEXT_WATERMARK_KEY = "next_watermark"
+XCOM_RETURN_KEY = BaseXCom.XCOM_RETURN_KEY
 PLAN_LABEL = "plan {{ task.step_input.ref.plan_pk }} · order {{ task.step_input.ref.order_number }}"
+BATCH_LABEL = (
+    "plans {{ task.step_input[0].ref.plan_pk }}–{{ task.step_input[-1].ref.plan_pk }}"
+    " ({{ task.step_input | length }})"
+)
 
 
 class FlowOperator(BaseOperator):
@@ -39,6 +46,10 @@ class FlowOperator(BaseOperator):
     def __init__(self, *, flow: FlowConfig, **kwargs: Any):
         super().__init__(**kwargs)
         self.flow = flow
+
+
+def _level(name: str) -> int:
+    return logging.getLevelNamesMapping().get(name.upper(), logging.INFO)
 
 
 def is_dry_run(flow: FlowConfig, context: Any) -> bool:
@@ -87,7 +98,7 @@ class FetchPlansOperator(FlowOperator):
         elif watermark is not None and not is_dry_run(self.flow, context):
             advanced = watermark.advanced_over([item["plan"] for item in items])
             context["ti"].xcom_push(key=NEXT_WATERMARK_KEY, value=advanced.dumps())
-        return items
+        return batches(items, self.flow.batch.size) if self.flow.batch else items
 
     def _watermark(self, context: Any) -> Watermark:
         stored = Variable.get(variable_key(self.flow.flow_id), default=None)
@@ -156,7 +167,7 @@ class PlanStepOperator(FlowOperator):
                 raise AirflowFailException(f"plan {ref['plan_pk']} failed at {self.task_id}: {reason}") from exc
             raise
         for level, message in result.pop("logs", []):
-            self.log.log(logging.getLevelNamesMapping().get(level.upper(), logging.INFO), "script: %s", message)
+            self.log.log(_level(level), "script: %s", message)
         self._log_attributes(result.get("attributes", {}))
         return result
 
@@ -201,6 +212,48 @@ class PostScriptOperator(PlanStepOperator):
         return steps.run_post_script(step_input)
 
 
+class ProcessBatchOperator(FlowOperator):
+    """High-volume mode: every step of a batch of plans, the plans processed concurrently.
+
+    Each plan keeps its own relation, error and log lines (prefixed with the plan and its order). A
+    batch with a failed plan fails after the others are done; its retry (or a clear) runs only
+    the failed plans again, thanks to the batch checkpoint (see `order_cancel.batch`).
+    """
+
+    template_fields: Sequence[str] = ("step_input",)
+
+    def __init__(self, *, step_input: Any, **kwargs: Any):
+        super().__init__(do_xcom_push=False, **kwargs)
+        self.step_input = step_input
+
+    def execute(self, context: Any) -> None:
+        ti = context["ti"]
+        settings = self.flow.batch
+        runner = BatchRunner(
+            FlowSteps.build(self.flow, dry_run=is_dry_run(self.flow, context)),
+            per_thread(OmnitronHook(self.flow.omnitron).client_factory()),
+            per_thread(ErpHook(self.flow.erp).client_factory()),
+            settings.concurrency if settings else 1,
+        )
+        key = checkpoint_key(self.flow.flow_id, context["run_id"], ti.map_index)
+        checkpoint = Checkpoint.loads(Variable.get(key, default=None))
+        outcomes = runner.run(self.step_input, checkpoint, save=lambda done: Variable.set(key, done.dumps()))
+        for outcome in outcomes:
+            label = f"plan {outcome.ref['plan_pk']} · order {outcome.ref['order_number']}"
+            for level, message in outcome.logs:
+                self.log.log(_level(level), "%s: %s", label, message)
+            if outcome.error:
+                self.log.error("%s: failed at %s: %s", label, outcome.error["step"], outcome.error["error"])
+            elif outcome.result:
+                self.log.info("%s: %s, Omnitron: %s", label, outcome.result["relation"], outcome.result.get("omnitron"))
+        errors = [outcome.error for outcome in outcomes if outcome.error]
+        ti.xcom_push(key=XCOM_RETURN_KEY, value=[outcome.result for outcome in outcomes if outcome.result])
+        ti.xcom_push(key=PLAN_ERROR_KEY, value=errors)
+        if errors:
+            raise AirflowException(f"{len(errors)} of {len(outcomes)} plans of this batch failed; a retry runs only them")
+        Variable.delete(key)
+
+
 class RunSummaryOperator(FlowOperator):
     """One line per plan (plan, order, relation, Omnitron outcome); fails the run if any plan failed.
 
@@ -214,13 +267,13 @@ class RunSummaryOperator(FlowOperator):
 
     def execute(self, context: Any) -> None:
         ti = context["ti"]
-        items = ti.xcom_pull(task_ids="fetch_plans")
-        if items is None:
+        fetched = ti.xcom_pull(task_ids="fetch_plans")
+        if fetched is None:
             raise AirflowFailException("no plans were fetched: the login or fetch_plans task did not succeed")
         # A list of task ids always answers a list (one id with one mapped value answers the value).
         results = ti.xcom_pull(task_ids=self.plan_task_ids) or []
         errors = ti.xcom_pull(task_ids=self.plan_task_ids, key=PLAN_ERROR_KEY) or []
-        summary = summarize(items, results, errors)
+        summary = summarize(flatten(fetched), flatten(results), flatten(errors))
         for line in summary.lines():
             self.log.info("%s", line)
         # Published before failing, so a red run still shows what happened to each plan.

@@ -27,6 +27,14 @@ class RunSummary:
         return [" | ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in table]
 
 
+def flatten(values: list[Any]) -> list[Any]:
+    """Per-plan values, whether they come one per task (per-plan mode) or as lists (batch mode)."""
+    flat: list[Any] = []
+    for value in values or []:
+        flat.extend(value if isinstance(value, list) else [value])
+    return flat
+
+
 def summarize(items: list[dict[str, Any]], results: list[dict[str, Any]], errors: list[dict[str, Any]]) -> RunSummary:
     """Join the fetched plans with their step results (in step order) and errors, by plan pk."""
     results_by_plan: dict[Any, dict[str, Any]] = {}

@@ -1,0 +1,73 @@
+"""High-volume mode: batches of plans per mapped task, each plan still isolated, and a retry or a
+clear that runs only a batch's failed plans again. (The mode-agnostic end-to-end tests of the other
+modules also run in batch mode: see `both_modes`.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from fakes import make_plan
+from order_cancel.batch import checkpoint_key
+from tests.flow_runner import variable
+
+pytestmark = pytest.mark.parametrize("flow_mode", ["batch"], indirect=True)
+APPROVE = "/api/v1/orders/{order}/cancellation_approved_order/"
+
+
+def sent(erp) -> list[int]:
+    return sorted(r.body["pk"] for r in erp.requests if r.path == "/api/cancellations")
+
+
+def test_batches_are_mapped_and_labelled_with_their_plans(flows, omnitron, erp_servers):
+    omnitron.add_plans([make_plan(pk, order_pk=100 + pk) for pk in range(1, 6)])
+    flows.write()
+
+    run = flows.run()
+
+    assert run.state == "success"
+    assert [r.label for r in run.mapped("plan_batch")] == ["plans 1–2 (2)", "plans 3–4 (2)", "plans 5–5 (1)"]
+    assert sent(erp_servers["token"]) == [1, 2, 3, 4, 5]
+    assert {pk: row["omnitron"] for pk, row in run.summary.items()} == {pk: "approved" for pk in range(1, 6)}
+
+
+def test_a_retried_batch_runs_only_its_failed_plan(flows, omnitron, erp_servers):
+    erp = erp_servers["token"]
+    omnitron.add_plans([make_plan(pk, order_pk=100 + pk) for pk in (1, 2)])
+    omnitron.add_fault("POST", APPROVE.format(order=102), status=503, times=1)
+    flows.write(retries=1, retry_delay_seconds=0)
+
+    run = flows.run()
+
+    assert run.state == "success"
+    assert sent(erp) == [1, 2], "each plan reached the ERP once, although the batch ran twice"
+    approvals = [r.path for r in omnitron.requests if r.path.endswith("/cancellation_approved_order/")]
+    assert sorted(approvals) == [APPROVE.format(order=101), APPROVE.format(order=102), APPROVE.format(order=102)]
+    assert variable(checkpoint_key("acme_cancel", run.run_id, 0)) is None, "a finished batch leaves no checkpoint"
+
+
+def test_clearing_a_failed_batch_after_a_fix_sends_only_the_failed_plan(flows, omnitron, erp_servers):
+    erp = erp_servers["token"]
+    omnitron.add_plans([make_plan(pk, order_pk=100 + pk) for pk in (1, 2)])
+    marker = flows.folder / "scripts" / "broken"
+    flows.write_file("scripts/check.py", (
+        "import os\n"
+        f"if get_attribute('plan_pk') == '2' and os.path.exists({str(marker)!r}):\n"
+        "    raise ValueError('no reason code')\n"
+    ))
+    marker.touch()
+    flows.write(script="scripts/check.py")
+
+    failed = flows.run()
+
+    assert failed.state == "failed" and failed.mapped("plan_batch")[0].state == "failed"
+    assert failed.summary[1]["omnitron"] == "approved"
+    assert failed.summary[2]["error"].startswith("transform: ValueError: no reason code")
+    assert sent(erp) == [1]
+
+    marker.unlink()
+    erp.clear_requests()
+    cleared = flows.clear(failed, "plan_batch", 0)
+
+    assert cleared.state == "success"
+    assert sent(erp) == [2]
+    assert [omnitron.plans[pk]["status"] for pk in (1, 2)] == ["approved", "approved"]
