@@ -177,6 +177,28 @@ class WriteOmnitronSettings(_Model):
     next_state: NextState = NextState.APPROVED
 
 
+class WebhookAlarm(_Model):
+    """An HTTP connection (host = the webhook's base URL) and the path to POST the alarm to."""
+
+    conn_id: str = Field(min_length=1)
+    endpoint: str | None = None
+
+
+class EmailAlarm(_Model):
+    to: list[str] = Field(min_length=1)
+    conn_id: str = "smtp_default"
+
+
+class AlarmSettings(_Model):
+    """The Integrator's alarms: a run's error rate, and the flow's average run time."""
+
+    error_rate: float | None = Field(default=None, gt=0, le=1)
+    average_flow_time_seconds: float | None = Field(default=None, gt=0)
+    average_over_runs: int = Field(default=10, ge=1, le=100)
+    webhook: WebhookAlarm | None = None
+    email: EmailAlarm | None = None
+
+
 class BatchSettings(_Model):
     """High-volume mode: map over batches of plans, each processing its plans concurrently."""
 
@@ -211,6 +233,7 @@ class FlowConfig(_Model):
     # Fetch and transform the real plans, record each ERP request, send and write nothing.
     dry_run: bool = False
     batch: BatchSettings | None = None
+    alarms: AlarmSettings | None = None
 
     @model_validator(mode="after")
     def _mappable(self) -> FlowConfig:

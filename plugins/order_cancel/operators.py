@@ -5,14 +5,21 @@ does the work, and an operator wires the two to Airflow (templated input, XCom, 
 from __future__ import annotations
 
 import datetime as dt
+import html
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator, Variable
+import requests
+from airflow.providers.http.notifications.http import HttpNotifier
+from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+from airflow.sdk import BaseHook, BaseOperator, Variable
 from airflow.sdk.bases.xcom import BaseXCom
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from order_cancel.airflow_api import AIRFLOW_API_CONN_ID, AirflowApi
+from order_cancel.alarms import RunReport, crossed, recent_run_times, run_times_key
 from order_cancel.batch import BatchRunner, Checkpoint, batches, checkpoint_key, per_thread
 from order_cancel.config import CancelStatus, FlowConfig
 from order_cancel.erp import ErpLoginError
@@ -278,5 +285,55 @@ class RunSummaryOperator(FlowOperator):
             self.log.info("%s", line)
         # Published before failing, so a red run still shows what happened to each plan.
         ti.xcom_push(key=SUMMARY_KEY, value=summary.rows)
+        started = context["dag_run"].start_date or dt.datetime.now(dt.timezone.utc)
+        report = RunReport(summary.rows, (dt.datetime.now(dt.timezone.utc) - started).total_seconds())
+        alarms = self._raise_alarms(context, report) if self.flow.alarms and not is_dry_run(self.flow, context) else []
+        self._leave_note(context, report.note(alarms))
         if summary.failed:
             raise AirflowFailException(f"{len(summary.failed)} of {len(summary.rows)} plans failed: {summary.failed_refs()}")
+
+    def _raise_alarms(self, context: Any, report: RunReport) -> list[str]:
+        settings = self.flow.alarms
+        key = run_times_key(self.flow.flow_id)
+        recent = recent_run_times(Variable.get(key, default=None), report.seconds, settings.average_over_runs)
+        Variable.set(key, json.dumps(recent))
+        alarms = crossed(settings, report, recent)
+        if not alarms:
+            return []
+        payload = report.payload(self.flow.flow_id, context["run_id"], alarms)
+        for alarm in alarms:
+            self.log.warning("Alarm: %s", alarm)
+        for notifier in self._notifiers(payload):
+            try:
+                # notify(), not the notifier's __call__: that would render plan data as Jinja templates.
+                notifier.notify(context)
+            except Exception as exc:
+                self.log.error("Alarm not delivered by %s: %s", type(notifier).__name__, exc)
+        return alarms
+
+    def _notifiers(self, payload: dict[str, Any]) -> list[Any]:
+        settings, notifiers = self.flow.alarms, []
+        if settings.webhook:
+            notifiers.append(HttpNotifier(http_conn_id=settings.webhook.conn_id, endpoint=settings.webhook.endpoint, json=payload))
+        if settings.email:
+            notifiers.append(
+                SmtpNotifier(
+                    to=settings.email.to,
+                    subject=f"Order cancel flow {self.flow.flow_id}: {'; '.join(payload['alarms'])}",
+                    html_content=f"<pre>{html.escape(json.dumps(payload, indent=2, ensure_ascii=False))}</pre>",
+                    smtp_conn_id=settings.email.conn_id,
+                )
+            )
+        return notifiers
+
+    def _leave_note(self, context: Any, note: str) -> None:
+        """The run's summary as its note in the UI, through Airflow's REST API (see airflow_api)."""
+        try:
+            conn = BaseHook.get_connection(AIRFLOW_API_CONN_ID)
+        except Exception:
+            self.log.info("No run note: the %r connection is not set", AIRFLOW_API_CONN_ID)
+            return
+        try:
+            AirflowApi(conn).set_note(self.flow.flow_id, context["run_id"], note)
+        except requests.RequestException as exc:
+            self.log.warning("The run note was not set: %s", exc)
