@@ -16,7 +16,7 @@ from airflow.providers.http.notifications.http import HttpNotifier
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.sdk import BaseHook, BaseOperator, Variable
 from airflow.sdk.bases.xcom import BaseXCom
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
 
 from order_cancel.airflow_api import AIRFLOW_API_CONN_ID, AirflowApi
 from order_cancel.alarms import RunReport, crossed, recent_run_times, run_times_key
@@ -37,6 +37,7 @@ from order_cancel.watermark import Watermark, iso, run_window, variable_key
 PLAN_FAILURES = (ScriptFailed, MappingError, PlanDataError, EvaluationError)
 
 NEXT_WATERMARK_KEY = "next_watermark"
+ITEM_KEY_PREFIX = "plan_item."
 XCOM_RETURN_KEY = BaseXCom.XCOM_RETURN_KEY
 PLAN_LABEL = "plan {{ task.step_input.ref.plan_pk }} · order {{ task.step_input.ref.order_number }}"
 BATCH_LABEL = (
@@ -86,7 +87,11 @@ class LoginOperator(FlowOperator):
 
 
 class FetchPlansOperator(FlowOperator):
-    """Get Data From Omnitron Step: the plans of this run, one work item each, for the per-plan tasks."""
+    """Get Data From Omnitron Step: the plans of this run, for the per-plan (or per-batch) tasks.
+
+    Its return value is what the plan tasks are mapped over: the plans' refs (per-plan mode; each
+    whole plan is pushed under its own key) or the batches of whole plans (batch mode).
+    """
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         omnitron = OmnitronHook(self.flow.omnitron).get_conn()
@@ -105,7 +110,13 @@ class FetchPlansOperator(FlowOperator):
         elif watermark is not None and not is_dry_run(self.flow, context):
             advanced = watermark.advanced_over([item["plan"] for item in items])
             context["ti"].xcom_push(key=NEXT_WATERMARK_KEY, value=advanced.dumps())
-        return batches(items, self.flow.batch.size) if self.flow.batch else items
+        if self.flow.batch:
+            return batches(items, self.flow.batch.size)
+        # Airflow resolves a mapped task's argument by loading the whole upstream list, so the list
+        # to map over holds only each plan's ref; the plans wait under keys of their own.
+        for index, item in enumerate(items):
+            context["ti"].xcom_push(key=f"{ITEM_KEY_PREFIX}{index}", value=item)
+        return [{"ref": item["ref"]} for item in items]
 
     def _watermark(self, context: Any) -> Watermark:
         stored = Variable.get(variable_key(self.flow.flow_id), default=None)
@@ -162,10 +173,14 @@ class PlanStepOperator(FlowOperator):
     def run_step(self, steps: FlowSteps, step_input: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
+    def load_input(self, context: Any) -> dict[str, Any]:
+        return self.step_input
+
     def execute(self, context: Any) -> dict[str, Any]:
         ref = self.step_input["ref"]
         try:
-            result = self.run_step(FlowSteps.build(self.flow, dry_run=is_dry_run(self.flow, context)), self.step_input)
+            step_input = self.load_input(context)
+            result = self.run_step(FlowSteps.build(self.flow, dry_run=is_dry_run(self.flow, context)), step_input)
         except Exception as exc:
             reason = getattr(exc, "attributes", {}).get("log.script.error") or f"{type(exc).__name__}: {exc}"
             context["ti"].xcom_push(key=PLAN_ERROR_KEY, value={"ref": ref, "step": self.task_id, "error": reason})
@@ -185,6 +200,10 @@ class PlanStepOperator(FlowOperator):
 
 class TransformPlanOperator(PlanStepOperator):
     """Script Step and Mapping Step: the plan becomes the ERP request body."""
+
+    def load_input(self, context: Any) -> dict[str, Any]:
+        """The whole plan, which fetch_plans stored under this map index's own key."""
+        return context["ti"].xcom_pull(task_ids="fetch_plans", key=f"{ITEM_KEY_PREFIX}{context['ti'].map_index}")
 
     def run_step(self, steps: FlowSteps, step_input: dict[str, Any]) -> dict[str, Any]:
         return steps.transform(step_input)
@@ -330,7 +349,7 @@ class RunSummaryOperator(FlowOperator):
         """The run's summary as its note in the UI, through Airflow's REST API (see airflow_api)."""
         try:
             conn = BaseHook.get_connection(AIRFLOW_API_CONN_ID)
-        except Exception:
+        except AirflowNotFoundException:
             self.log.info("No run note: the %r connection is not set", AIRFLOW_API_CONN_ID)
             return
         try:

@@ -1,0 +1,285 @@
+"""The Integrator's test panels (script, mapping, response script) for one flow, free of Airflow.
+
+`try_flow` takes a flow, one plan (as Omnitron returns it), extra attributes and optionally an ERP
+answer, and shows what each step makes of them, computed by the flow's own steps
+(`plan_steps.FlowSteps`): the same plan attributes, the same script run (input, attributes, time
+limit, REL_FAILURE and output rules), the same Jolt chain and the same response evaluation (the
+flow's response script or the default table). It only ever runs the scripts and the spec of the flow
+file itself; the request brings data, never code. Nothing is sent anywhere: the ERP answer is the
+one given, and neither Omnitron nor the post script is called.
+
+The web panel (`order_cancel.panels_api`, mounted in the Airflow UI by `plugins/order_cancel_panels.py`)
+and the tests call it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from order_cancel.config import FlowConfig, load_flows
+from order_cancel.erp import MAX_ANSWER_BYTES, ErpAnswer
+from order_cancel.evaluation import STATUS_CODE_ATTRIBUTE, Relation
+from order_cancel.mapping import MappingError
+from order_cancel.plan_steps import DEFAULT_RESPONSE_SCRIPT, FlowSteps, plan_attributes, work_item
+from order_cancel.scripting import ERROR_ATTRIBUTE, ScriptError, ScriptFailed
+
+# A panel run stops a script after at most this many seconds (a flow's own limit is usually 300 s;
+# an api-server thread should not wait that long for a test).
+PANEL_SCRIPT_TIMEOUT = 30.0
+REJECTED_COUNT_ATTRIBUTE = "rejected_count"
+
+# What each relation leads to in the flow (README, "Relations and what is written to Omnitron").
+RELATION_MEANINGS = {
+    Relation.CONTINUE.value: "the ERP accepted the plan: Omnitron is told (the flow's Next State)",
+    Relation.FAILURE.value: "the ERP refused the plan: it is marked rejected (waiting, confirmed and "
+                            "confirmation_waiting flows)",
+    Relation.DO_NOTHING.value: "no decision: the plan is left as it is and a later run takes it again",
+    Relation.AUTH_FAIL.value: "the ERP refused our credentials: the flow logs in again and resends "
+                              "(at most erp.max_auth_retries times), then leaves the plan for later",
+}
+
+
+class PanelInputError(ValueError):
+    """What the panel was given cannot be used (not a flow's plan, attributes that are not a mapping)."""
+
+
+class UnknownFlow(LookupError):
+    """No loadable flow file has this flow_id."""
+
+
+# -- flows ----------------------------------------------------------------------------------------
+
+
+def find_flow(flow_id: str, folder: Path | None = None) -> FlowConfig:
+    """The flow of the flows folder (config.flows_dir()) with this id; broken files are skipped."""
+    flows, _ = load_flows(folder)
+    for flow in flows:
+        if flow.flow_id == flow_id:
+            return flow
+    raise UnknownFlow(f"no flow {flow_id!r} in the flows folder")
+
+
+def _relative(flow: FlowConfig, path: Path | None) -> str | None:
+    """A script or spec path as the flow file names it (relative to its folder)."""
+    if path is None:
+        return None
+    if flow.source is not None:
+        try:
+            return str(Path(path).relative_to(Path(flow.source).parent.resolve()))
+        except ValueError:
+            pass
+    return Path(path).name
+
+
+def response_script_name(flow: FlowConfig) -> str | None:
+    if not flow.write_erp.custom_response:
+        return None
+    if flow.write_erp.response_script is None:
+        return f"{DEFAULT_RESPONSE_SCRIPT.name} (the Integrator's default template)"
+    return _relative(flow, flow.write_erp.response_script)
+
+
+def describe_flow(flow: FlowConfig) -> dict[str, Any]:
+    """What the panel shows of a flow before anything runs."""
+    if flow.mapping is None:
+        mapping = None
+    elif isinstance(flow.mapping, Path):
+        mapping = _relative(flow, flow.mapping)
+    else:
+        mapping = "inline spec in the flow file"
+    return {
+        "flow_id": flow.flow_id,
+        "description": flow.description,
+        "file": Path(flow.source).name if flow.source else None,
+        "cancel_status": flow.get_data.cancel_status.value,
+        "channel_type": flow.get_data.channel_type,
+        "script": _relative(flow, flow.script),
+        "mapping": mapping,
+        "response": response_script_name(flow) or "default table",
+        "post_script": _relative(flow, flow.post_script),
+        "attributes": dict(flow.attributes),
+        "script_timeout_seconds": min(flow.script_timeout_seconds, PANEL_SCRIPT_TIMEOUT),
+    }
+
+
+def list_flows(folder: Path | None = None) -> dict[str, Any]:
+    """Every loadable flow, and the broken flow files (one line per problem)."""
+    flows, errors = load_flows(folder)
+    return {
+        "flows": [describe_flow(flow) for flow in flows],
+        "broken": [f"{Path(error.path).name}: {problem}" for error in errors for problem in error.problems],
+    }
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+
+
+def _as_attributes(attributes: Any) -> dict[str, str]:
+    """NiFi attributes are strings: numbers and booleans become text, objects JSON text."""
+    if attributes is None:
+        return {}
+    if not isinstance(attributes, dict):
+        raise PanelInputError("the extra attributes must be a JSON object of names and values")
+    out: dict[str, str] = {}
+    for key, value in attributes.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            out[str(key)] = "true" if value else "false"
+        elif isinstance(value, (dict, list)):
+            out[str(key)] = json.dumps(value, ensure_ascii=False)
+        else:
+            out[str(key)] = str(value)
+    return out
+
+
+def _answer_text(erp_body: Any) -> str:
+    """The ERP's answer as the flow reads it: text, cut at the flow's size limit."""
+    if erp_body is None:
+        return ""
+    text = erp_body if isinstance(erp_body, str) else json.dumps(erp_body, ensure_ascii=False)
+    raw = text.encode("utf-8")
+    return raw[:MAX_ANSWER_BYTES].decode("utf-8", errors="replace")
+
+
+def _json_or_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _logs(logs: list[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"level": level, "message": message} for level, message in logs]
+
+
+def _error(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, (ScriptError, MappingError)) else f"{type(exc).__name__}: {exc}"
+
+
+# -- the panels -----------------------------------------------------------------------------------
+
+
+def try_flow(
+    flow: FlowConfig,
+    plan: Any,
+    attributes: Any = None,
+    erp_status: int | None = None,
+    erp_body: Any = None,
+    *,
+    order_transaction: dict[str, Any] | None = None,
+    timeout: float = PANEL_SCRIPT_TIMEOUT,
+) -> dict[str, Any]:
+    """Run the flow's Script Step, Mapping Step and (with `erp_status`) its response evaluation on
+    one plan, as a run of the flow would, and report each step.
+
+    `attributes` are added on top of the attributes the flow gives the plan, as if an earlier step
+    had set them. With a custom response script, `rejected_count` (which the flow asks Omnitron for)
+    is taken from them, default "0". `erp_status` None: the response step is not tried.
+
+    Returns {"flow_id", "ok", "failed_step", "error", "input_attributes", "script", "mapping",
+    "request_body", "response"}; `ok` is whether the plan gets through its transform task.
+    """
+    if not isinstance(plan, dict):
+        raise PanelInputError("the plan must be a JSON object (one cancellation plan as Omnitron returns it)")
+    extra = _as_attributes(attributes)
+    if erp_status is not None and not (100 <= int(erp_status) <= 599):
+        raise PanelInputError(f"the ERP status code must be between 100 and 599, not {erp_status}")
+    timeout = min(float(timeout), flow.script_timeout_seconds)
+    result: dict[str, Any] = {
+        "flow_id": flow.flow_id,
+        "ok": False,
+        "failed_step": None,
+        "error": None,
+        "input_attributes": None,
+        "script": {"ran": False, "name": _relative(flow, flow.script)},
+        "mapping": {"ran": False, "name": describe_flow(flow)["mapping"]},
+        "request_body": None,
+        "response": {"ran": False, "evaluator": response_script_name(flow) or "default table"},
+        "post_script": "not run by the panel" if flow.post_script else None,
+        "script_timeout_seconds": timeout,
+    }
+    try:
+        steps = FlowSteps.build(flow)
+    except Exception as exc:  # noqa: BLE001 - a script that does not compile, a spec that does not build
+        return {**result, "failed_step": "build", "error": _error(exc)}
+
+    item = work_item(plan, order_transaction)
+    # The attributes the flow's transform task starts with (plan_steps.FlowSteps.transform).
+    start = {**plan_attributes(flow, item), **extra}
+    result["input_attributes"] = start
+    data: Any = item["plan"]
+    attributes_now = start
+
+    # Script Step, as FlowSteps.transform runs it.
+    if steps.script is not None:
+        section = result["script"]
+        section["ran"] = True
+        try:
+            run = steps.script.run(json.dumps(data, ensure_ascii=False), start, timeout=timeout)
+        except ScriptFailed as exc:
+            section.update(result_data=None, attributes=exc.attributes, logs=_logs(exc.logs),
+                           error=exc.attributes.get(ERROR_ATTRIBUTE) or str(exc))
+            return {**result, "failed_step": "script", "error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - reported, as the task would fail with it
+            section.update(result_data=None, attributes=start, logs=[], error=_error(exc))
+            return {**result, "failed_step": "script", "error": _error(exc)}
+        section.update(result_data=_json_or_text(run.output_text), attributes=run.attributes,
+                       logs=_logs(run.logs), transferred=run.transferred, error=None)
+        attributes_now = run.attributes
+        if run.transferred == "failure":
+            message = "the script transferred the plan to REL_FAILURE: the plan fails at its transform task"
+            section["error"] = message
+            return {**result, "failed_step": "script", "error": message}
+        try:
+            data = json.loads(run.output_text)
+        except ValueError as exc:
+            message = f"the script's output is not JSON ({exc}): the plan fails at its transform task"
+            section["error"] = message
+            return {**result, "failed_step": "script", "error": message}
+
+    # Mapping Step.
+    if steps.mapping is not None:
+        section = result["mapping"]
+        section["ran"] = True
+        try:
+            data = steps.mapping.apply(data)
+        except Exception as exc:  # noqa: BLE001 - MappingError, or whatever the transform raised
+            section.update(result=None, error=_error(exc))
+            return {**result, "failed_step": "mapping", "error": _error(exc)}
+        section.update(result=data, error=None)
+
+    result.update(ok=True, request_body=data, attributes=attributes_now)
+    if erp_status is None:
+        result["response"]["skipped"] = "no ERP status code given"
+        return result
+
+    # Write Data to ERP: the answer is the one given; then the Custom Response Script Step.
+    section = result["response"]
+    section["ran"] = True
+    answer = ErpAnswer(status_code=int(erp_status), text=_answer_text(erp_body))
+    evaluated_input = dict(attributes_now)
+    if steps.evaluator.script is not None:
+        # FlowSteps.deliver asks Omnitron for the order's rejected plans; the panel takes the number given.
+        evaluated_input[REJECTED_COUNT_ATTRIBUTE] = extra.get(REJECTED_COUNT_ATTRIBUTE, "0")
+    section.update(status_code=answer.status_code, response_data=answer.body())
+    try:
+        relation, evaluated, logs = steps.evaluator.evaluate(answer, data, evaluated_input)
+    except ScriptFailed as exc:
+        section.update(relation=None, attributes=exc.attributes, logs=_logs(exc.logs),
+                       error=exc.attributes.get(ERROR_ATTRIBUTE) or str(exc))
+        return {**result, "failed_step": "response", "error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - EvaluationError: no relation, or an unknown one
+        attrs = {**evaluated_input, STATUS_CODE_ATTRIBUTE: str(answer.status_code)}
+        section.update(relation=None, attributes=attrs, logs=[], error=_error(exc))
+        return {**result, "failed_step": "response", "error": _error(exc)}
+    section.update(relation=relation.value, meaning=RELATION_MEANINGS[relation.value],
+                   attributes=evaluated, logs=_logs(logs), error=None)
+    return result
+
+
+def try_flow_by_id(flow_id: str, folder: Path | None = None, **kwargs: Any) -> dict[str, Any]:
+    return try_flow(find_flow(flow_id, folder), **kwargs)
+
