@@ -49,6 +49,7 @@ class FakeErp(FakeServer):
         self.bookings: dict[str, dict] = {}
         self.control_routes.add("POST", "/_fake/responses", lambda r: self._done(self.respond, r.body))
         self.control_routes.add("DELETE", "/_fake/responses", lambda r: self._done(self.clear_responses))
+        self.control_routes.add("GET", "/_fake/bookings", self._control_bookings)
 
     # --- scripting -------------------------------------------------------------------------------
 
@@ -74,6 +75,11 @@ class FakeErp(FakeServer):
 
     def expire_tokens(self) -> None:
         self.tokens.expire_all()
+
+    def _control_bookings(self, request: RecordedRequest) -> Reply:
+        """``GET /_fake/bookings``: every booking by its Idempotency-Key (a resend books nothing new)."""
+        with self._lock:
+            return Reply(200, {key: dict(booking) for key, booking in self.bookings.items()})
 
     # --- request handling ------------------------------------------------------------------------
 

@@ -178,6 +178,9 @@ def test_local_airflow_runs_a_flow_and_stops_cleanly(local_stack):
     assert all(LABEL.match(ti["rendered_map_index"] or "") for ti in mapped), [ti["rendered_map_index"] for ti in mapped]
     assert {ti["rendered_map_index"] for ti in mapped} == {"plan 7 · order 429453007"}
     assert all(ti["state"] == "success" for ti in instances), states
+    # The summary leaves the run's report as the run's note, through the airflow_api connection.
+    note = local_stack.api("GET", f"/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}")["note"]
+    assert note.startswith("**1 plan(s)** in ") and note.endswith(": continue 1"), note
     # The run really went to the fakes of this stack.
     erp_calls = requests.get(f"http://127.0.0.1:{local_stack.erp_port}/_fake/requests", timeout=10,
                              proxies={"http": None}).json()

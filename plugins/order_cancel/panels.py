@@ -20,9 +20,15 @@ from typing import Any
 
 from order_cancel.config import FlowConfig, load_flows
 from order_cancel.erp import MAX_ANSWER_BYTES, ErpAnswer
-from order_cancel.evaluation import STATUS_CODE_ATTRIBUTE, Relation
+from order_cancel.evaluation import STATUS_CODE_ATTRIBUTE, Relation, ResponseEvaluator
 from order_cancel.mapping import MappingError
-from order_cancel.plan_steps import DEFAULT_RESPONSE_SCRIPT, FlowSteps, plan_attributes, work_item
+from order_cancel.plan_steps import (
+    DEFAULT_RESPONSE_SCRIPT,
+    FlowSteps,
+    idempotency_key,
+    plan_attributes,
+    work_item,
+)
 from order_cancel.scripting import ERROR_ATTRIBUTE, ScriptError, ScriptFailed
 
 # A panel run stops a script after at most this many seconds (a flow's own limit is usually 300 s;
@@ -180,7 +186,8 @@ def try_flow(
     is taken from them, default "0". `erp_status` None: the response step is not tried.
 
     Returns {"flow_id", "ok", "failed_step", "error", "input_attributes", "script", "mapping",
-    "request_body", "response"}; `ok` is whether the plan gets through its transform task.
+    "request_body", "attributes", "request", "response", ...}; `ok` is whether the plan gets through its
+    transform task (then `request_body` is what the flow sends, `attributes` what it carries on).
     """
     if not isinstance(plan, dict):
         raise PanelInputError("the plan must be a JSON object (one cancellation plan as Omnitron returns it)")
@@ -251,7 +258,11 @@ def try_flow(
             return {**result, "failed_step": "mapping", "error": _error(exc)}
         section.update(result=data, error=None)
 
-    result.update(ok=True, request_body=data, attributes=attributes_now)
+    result.update(ok=True, request_body=data, attributes=attributes_now, request={
+        "method": flow.write_erp.method.value,
+        "url": flow.write_erp.url,  # as the flow file names it (relative to the ERP connection's host)
+        "idempotency_key": idempotency_key(flow.flow_id, item["plan"]),
+    })
     if erp_status is None:
         result["response"]["skipped"] = "no ERP status code given"
         return result
@@ -265,8 +276,9 @@ def try_flow(
         # FlowSteps.deliver asks Omnitron for the order's rejected plans; the panel takes the number given.
         evaluated_input[REJECTED_COUNT_ATTRIBUTE] = extra.get(REJECTED_COUNT_ATTRIBUTE, "0")
     section.update(status_code=answer.status_code, response_data=answer.body())
+    evaluator = ResponseEvaluator(steps.evaluator.script, timeout)  # the flow's, with the panel's time limit
     try:
-        relation, evaluated, logs = steps.evaluator.evaluate(answer, data, evaluated_input)
+        relation, evaluated, logs = evaluator.evaluate(answer, data, evaluated_input)
     except ScriptFailed as exc:
         section.update(relation=None, attributes=exc.attributes, logs=_logs(exc.logs),
                        error=exc.attributes.get(ERROR_ATTRIBUTE) or str(exc))
