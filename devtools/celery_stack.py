@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 
 from devtools.airflow_env import ROOT
 from devtools.stack import (
+    add_stack_arguments,
     ADMIN_PASSWORD,
     ADMIN_USER,
     ERP_LOGIN,
@@ -371,20 +372,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fresh", action="store_true", help="drop the metadata database and start from an empty one")
     parser.add_argument("--heartbeat-timeout", type=int, default=15,
                         help="[scheduler] task_instance_heartbeat_timeout in seconds, default 15")
-    parser.add_argument("--port", type=int, default=8080, help="api-server (UI and REST API) port, default 8080")
-    parser.add_argument("--no-fakes", action="store_true",
-                        help="do not start the fakes (AIRFLOW_CONN_OMNITRON_DEMO / _ERP_DEMO from the "
-                             "environment win; otherwise the connections still point at the fake ports)")
-    parser.add_argument("--omnitron-port", type=int, default=18081, help="fake Omnitron port, default 18081")
-    parser.add_argument("--erp-port", type=int, default=18082,
-                        help="fake ERP port, default 18082 (the example flow's crm_url names 18082)")
-    parser.add_argument("--plans", type=int, default=24, help="demo cancellation plans in the fake Omnitron")
-    parser.add_argument("--manual-only", action="store_true",
-                        help="no scheduled runs ([scheduler] use_job_schedule=False): only runs you trigger")
-    parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="Airflow home, default .airflow/celery")
-    parser.add_argument("--flows-dir", type=Path, default=ROOT / "include" / "flows",
-                        help="ORDER_CANCEL_FLOWS_DIR, default include/flows")
-    parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for a healthy Airflow")
+    add_stack_arguments(parser, DEFAULT_HOME)
     return parser.parse_args(argv)
 
 

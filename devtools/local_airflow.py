@@ -20,26 +20,21 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 from devtools.airflow_env import ROOT
-from devtools.stack import (  # noqa: F401 - re-exported: tests and other tools import them from here
+from devtools.stack import (
     ADMIN_PASSWORD,
     ADMIN_USER,
     ERP_LOGIN,
-    HEALTHY_COMPONENTS,
-    MARKER,
     OMNITRON_LOGIN,
-    STOP_GRACE_SECONDS,
     Stack,
     StartupError,
+    add_stack_arguments,
     airflow_healthy,
     base_env,
     fakes_command,
     get_json,
-    home_secrets,
     marked_processes,
-    passwords_file,
     port_in_use,
     run_in_foreground,
 )
@@ -49,20 +44,7 @@ DEFAULT_HOME = ROOT / ".airflow" / "local"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bin/airflow-local", description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=8080, help="api-server (UI and REST API) port, default 8080")
-    parser.add_argument("--no-fakes", action="store_true",
-                        help="do not start the fakes (AIRFLOW_CONN_OMNITRON_DEMO / _ERP_DEMO from the "
-                             "environment win; otherwise the connections still point at the fake ports)")
-    parser.add_argument("--omnitron-port", type=int, default=18081, help="fake Omnitron port, default 18081")
-    parser.add_argument("--erp-port", type=int, default=18082,
-                        help="fake ERP port, default 18082 (the example flow's crm_url names 18082)")
-    parser.add_argument("--plans", type=int, default=24, help="demo cancellation plans in the fake Omnitron")
-    parser.add_argument("--manual-only", action="store_true",
-                        help="no scheduled runs ([scheduler] use_job_schedule=False): only runs you trigger")
-    parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="Airflow home, default .airflow/local")
-    parser.add_argument("--flows-dir", type=Path, default=ROOT / "include" / "flows",
-                        help="ORDER_CANCEL_FLOWS_DIR, default include/flows")
-    parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for a healthy Airflow")
+    add_stack_arguments(parser, DEFAULT_HOME)
     return parser.parse_args(argv)
 
 

@@ -23,6 +23,8 @@ stopping the process groups a stack started is not enough. Two nets catch what i
 
 from __future__ import annotations
 
+import argparse
+
 import base64
 import json
 import os
@@ -136,6 +138,25 @@ def port_in_use(port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+def add_stack_arguments(parser: argparse.ArgumentParser, default_home: Path) -> None:
+    """The options every stack launcher takes: ports, fakes, scheduling, home, flows, start timeout."""
+    parser.add_argument("--port", type=int, default=8080, help="api-server (UI and REST API) port, default 8080")
+    parser.add_argument("--no-fakes", action="store_true",
+                        help="do not start the fakes (AIRFLOW_CONN_OMNITRON_DEMO / _ERP_DEMO from the "
+                             "environment win; otherwise the connections still point at the fake ports)")
+    parser.add_argument("--omnitron-port", type=int, default=18081, help="fake Omnitron port, default 18081")
+    parser.add_argument("--erp-port", type=int, default=18082,
+                        help="fake ERP port, default 18082 (the example flow's crm_url names 18082)")
+    parser.add_argument("--plans", type=int, default=24, help="demo cancellation plans in the fake Omnitron")
+    parser.add_argument("--manual-only", action="store_true",
+                        help="no scheduled runs ([scheduler] use_job_schedule=False): only runs you trigger")
+    parser.add_argument("--home", type=Path, default=default_home,
+                        help=f"Airflow home, default {default_home.relative_to(ROOT)}")
+    parser.add_argument("--flows-dir", type=Path, default=ROOT / "include" / "flows",
+                        help="ORDER_CANCEL_FLOWS_DIR, default include/flows")
+    parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for a healthy Airflow")
 
 
 def port_listening(port: int) -> bool:

@@ -17,43 +17,28 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 import requests
 
 from devtools.airflow_env import ROOT
-from devtools.local_airflow import ADMIN_PASSWORD, ADMIN_USER, marked_processes
+from devtools.stack import ADMIN_PASSWORD, ADMIN_USER, free_ports, marked_processes, port_listening
 
 DAG_ID = "acme_confirmed_refunds"
 LABEL = re.compile(r"^plan \d+ · order \d+$")
 START_TIMEOUT, RUN_TIMEOUT, STOP_TIMEOUT = 90.0, 90.0, 40.0
 
 
-def free_ports(count: int) -> list[int]:
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-
-
-def port_listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 class LocalStack:
     """`python -m devtools.local_airflow` in a session of its own, on free ports and a fresh home."""
 
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, flows_dir: Path | None = None):
         self.home = home
+        self.flows_dir = flows_dir
         self.port, self.omnitron_port, self.erp_port = free_ports(3)
         self.base = f"http://127.0.0.1:{self.port}"
         self.output = home.parent / "airflow-local.out"
@@ -68,7 +53,7 @@ class LocalStack:
         command = [
             sys.executable, "-m", "devtools.local_airflow", "--home", str(self.home), "--manual-only",
             "--port", str(self.port), "--omnitron-port", str(self.omnitron_port), "--erp-port", str(self.erp_port),
-        ]
+        ] + (["--flows-dir", str(self.flows_dir)] if self.flows_dir else [])
         with open(self.output, "wb") as out:
             self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                             stderr=subprocess.STDOUT, start_new_session=True)

@@ -27,7 +27,6 @@ from order_cancel.evaluation import EvaluationError
 from order_cancel.fetch import fetch_work_items
 from order_cancel.hooks import ErpHook, OmnitronHook
 from order_cancel.mapping import MappingError
-from order_cancel.omnitron import OmnitronError
 from order_cancel.plan_steps import DRY_RUN, FlowSteps, PlanDataError
 from order_cancel.scripting import ScriptFailed, logged_attributes
 from order_cancel.summary import PLAN_ERROR_KEY, SUMMARY_KEY, flatten, summarize

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -40,22 +39,9 @@ class UiStack(LocalStack):
     """tests/test_local_airflow.py's stack, with a flows folder of its own (--flows-dir)."""
 
     def __init__(self, home: Path, flows_dir: Path):
-        super().__init__(home)
-        self.flows_dir = flows_dir
+        super().__init__(home, flows_dir)
         self.omnitron = f"http://127.0.0.1:{self.omnitron_port}"
         self.erp = f"http://127.0.0.1:{self.erp_port}"
-
-    def start(self) -> None:
-        env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "ORDER_CANCEL"))}
-        env["PYTHONPATH"] = str(ROOT)
-        command = [
-            sys.executable, "-m", "devtools.local_airflow", "--home", str(self.home), "--manual-only",
-            "--port", str(self.port), "--omnitron-port", str(self.omnitron_port), "--erp-port", str(self.erp_port),
-            "--flows-dir", str(self.flows_dir),
-        ]
-        with open(self.output, "wb") as out:
-            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
 
     def fake(self, method: str, url: str, **kwargs):
         """The fakes' control API (/_fake/...)."""

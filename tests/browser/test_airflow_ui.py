@@ -12,7 +12,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from devtools.local_airflow import ADMIN_PASSWORD, ADMIN_USER
+from devtools.stack import ADMIN_PASSWORD, ADMIN_USER
 
 try:
     from playwright.sync_api import Page, expect
