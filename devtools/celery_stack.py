@@ -26,7 +26,6 @@ benchmark use `CeleryStack` directly (start, add or kill workers, stop).
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import signal
 import sys
@@ -38,10 +37,9 @@ from urllib.parse import urlsplit
 from devtools.airflow_env import ROOT
 from devtools.stack import (
     add_stack_arguments,
+    banner_lines,
     ADMIN_PASSWORD,
     ADMIN_USER,
-    ERP_LOGIN,
-    OMNITRON_LOGIN,
     Stack,
     StartupError,
     airflow_healthy,
@@ -340,20 +338,9 @@ class CeleryStack:
             f"  Workers:       {', '.join(self.workers)} (concurrency {config.concurrency} each); "
             f"heartbeat timeout {config.heartbeat_timeout} s",
         ]
-        if config.fakes:
-            lines += [
-                f"  Fake Omnitron: {omnitron_url}   login {OMNITRON_LOGIN[0]} / {OMNITRON_LOGIN[1]}  (connection omnitron_demo)",
-                f"  Fake ERP:      {erp_url}   token login {ERP_LOGIN[0]} / {ERP_LOGIN[1]}  (connection erp_demo)",
-                f"                 recorded calls: GET {omnitron_url}/_fake/requests, GET {erp_url}/_fake/requests",
-            ]
-        else:
-            lines.append("  Fakes:         not started (--no-fakes)")
-        lines += [
-            f"  Flows:         {config.flows_dir}  (new DAGs start paused; "
-            + ("only triggered runs run: --manual-only)" if config.manual_only else "unpausing runs the latest interval)"),
-            f"  Logs:          {self.stack.log_dir}/*.log, task logs under {config.home / 'logs'}",
-            f"Stop with Ctrl-C (or: kill -TERM {os.getpid()}).",
-        ]
+        lines += banner_lines(fakes=config.fakes, omnitron_url=omnitron_url, erp_url=erp_url,
+                              flows_dir=config.flows_dir, manual_only=config.manual_only,
+                              log_dir=self.stack.log_dir, home=config.home)
         return "\n".join(lines)
 
 

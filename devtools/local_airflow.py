@@ -17,7 +17,6 @@ The process handling lives in devtools/stack.py, shared with `bin/airflow-celery
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -25,11 +24,10 @@ from devtools.airflow_env import ROOT
 from devtools.stack import (
     ADMIN_PASSWORD,
     ADMIN_USER,
-    ERP_LOGIN,
-    OMNITRON_LOGIN,
     Stack,
     StartupError,
     add_stack_arguments,
+    banner_lines,
     airflow_healthy,
     base_env,
     fakes_command,
@@ -72,20 +70,9 @@ def banner(args: argparse.Namespace, seconds: float) -> str:
         f"  REST API:      {base}/api/v2   token: POST {base}/auth/token "
         f'{{"username": "{ADMIN_USER}", "password": "{ADMIN_PASSWORD}"}}',
     ]
-    if args.no_fakes:
-        lines.append("  Fakes:         not started (--no-fakes)")
-    else:
-        lines += [
-            f"  Fake Omnitron: {omnitron_url}   login {OMNITRON_LOGIN[0]} / {OMNITRON_LOGIN[1]}  (connection omnitron_demo)",
-            f"  Fake ERP:      {erp_url}   token login {ERP_LOGIN[0]} / {ERP_LOGIN[1]}  (connection erp_demo)",
-            f"                 recorded calls: GET {omnitron_url}/_fake/requests, GET {erp_url}/_fake/requests",
-        ]
-    lines += [
-        f"  Flows:         {args.flows_dir}  (new DAGs start paused; "
-        + ("only triggered runs run: --manual-only)" if args.manual_only else "unpausing runs the latest interval)"),
-        f"  Logs:          {args.home / 'components'}/*.log, task logs under {args.home / 'logs'}",
-        f"Stop with Ctrl-C (or: kill -TERM {os.getpid()}).",
-    ]
+    lines += banner_lines(fakes=not args.no_fakes, omnitron_url=omnitron_url, erp_url=erp_url,
+                          flows_dir=args.flows_dir, manual_only=args.manual_only,
+                          log_dir=args.home / "components", home=args.home)
     return "\n".join(lines)
 
 

@@ -140,6 +140,25 @@ def port_in_use(port: int) -> bool:
     return False
 
 
+def banner_lines(*, fakes: bool, omnitron_url: str, erp_url: str, flows_dir: Path, manual_only: bool,
+                 log_dir: Path, home: Path) -> list[str]:
+    """The part of a launcher's "ready" banner that every stack shares: fakes, flows, logs, stop."""
+    if fakes:
+        lines = [
+            f"  Fake Omnitron: {omnitron_url}   login {OMNITRON_LOGIN[0]} / {OMNITRON_LOGIN[1]}  (connection omnitron_demo)",
+            f"  Fake ERP:      {erp_url}   token login {ERP_LOGIN[0]} / {ERP_LOGIN[1]}  (connection erp_demo)",
+            f"                 recorded calls: GET {omnitron_url}/_fake/requests, GET {erp_url}/_fake/requests",
+        ]
+    else:
+        lines = ["  Fakes:         not started (--no-fakes)"]
+    return lines + [
+        f"  Flows:         {flows_dir}  (new DAGs start paused; "
+        + ("only triggered runs run: --manual-only)" if manual_only else "unpausing runs the latest interval)"),
+        f"  Logs:          {log_dir}/*.log, task logs under {home / 'logs'}",
+        f"Stop with Ctrl-C (or: kill -TERM {os.getpid()}).",
+    ]
+
+
 def add_stack_arguments(parser: argparse.ArgumentParser, default_home: Path) -> None:
     """The options every stack launcher takes: ports, fakes, scheduling, home, flows, start timeout."""
     parser.add_argument("--port", type=int, default=8080, help="api-server (UI and REST API) port, default 8080")
