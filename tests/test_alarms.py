@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from fakes import make_plan
+from fakes.smtp import FakeSmtp
 from order_cancel.alarms import RunReport, crossed, recent_run_times
 from order_cancel.config import AlarmSettings
 from tests.conftest import both_modes
@@ -38,6 +39,28 @@ def test_an_error_rate_above_the_threshold_posts_the_alarm_to_the_webhook(flows,
     reasons = {failure["plan"]: failure["reason"] for failure in alarm.body["failures"]}
     assert reasons[2] == "the ERP refused it (rejected)"
     assert reasons[3].startswith("transform: ValueError: no reason code")
+
+
+def test_an_alarm_is_mailed_where_smtp_is_configured(flows, omnitron, erp_servers, monkeypatch):
+    smtp = FakeSmtp().start()
+    try:
+        monkeypatch.setenv("AIRFLOW_CONN_SMTP_ALERTS", json.dumps({
+            "conn_type": "smtp", "host": "127.0.0.1", "port": smtp.port,
+            "extra": {"disable_tls": True, "disable_ssl": True, "from_email": "airflow@acme.example"},
+        }))
+        omnitron.add_plans([make_plan(1, order_pk=101)])
+        erp_servers["token"].respond(match={"pk": 1}, status=422, body={"error": "order shipped"})
+        flows.write(alarms={"error_rate": 0.5, "email": {"to": ["ops@acme.example"], "conn_id": "smtp_alerts"}})
+
+        assert flows.run().state == "success"
+
+        [mail] = smtp.mails
+        assert mail.recipients == ["ops@acme.example"] and mail.sender == "airflow@acme.example"
+        assert mail.message["Subject"] == "Order cancel flow acme_cancel: error rate 100% (1 of 1 plans) reached the threshold of 50%"
+        body = next(part for part in mail.message.walk() if part.get_content_type() == "text/html").get_payload(decode=True)
+        assert b"the ERP refused it (rejected)" in body
+    finally:
+        smtp.stop()
 
 
 def test_a_run_below_the_thresholds_sends_nothing(flows, omnitron, erp_servers, monkeypatch):
