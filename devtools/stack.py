@@ -398,15 +398,6 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def ancestors(pid: int) -> list[int]:
-    """The parent, grandparent, ... of `pid` up to (excluding) pid 1."""
-    found = []
-    while (fields := _stat_fields(pid)) and int(fields[1]) > 1:
-        pid = int(fields[1])
-        found.append(pid)
-    return found
-
-
 def command_line(pid: int) -> str:
     try:
         return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()

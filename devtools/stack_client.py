@@ -133,6 +133,3 @@ class FakesClient:
 
     def erp_bookings(self) -> dict[str, dict]:
         return self._call("GET", f"{self.erp}/_fake/bookings")
-
-    def omnitron_requests(self) -> list[dict]:
-        return self._call("GET", f"{self.omnitron}/_fake/requests")

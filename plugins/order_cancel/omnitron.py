@@ -32,10 +32,6 @@ class OmnitronError(Exception):
         super().__init__(message)
         self.status_code = status_code
 
-    @property
-    def transient(self) -> bool:
-        """Worth retrying later: no answer, a timeout, or a server-side error."""
-        return self.status_code is None or self.status_code >= 500 or self.status_code in (408, 429)
 
 
 class OmnitronLoginError(OmnitronError):

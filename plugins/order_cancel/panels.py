@@ -290,8 +290,3 @@ def try_flow(
     section.update(relation=relation.value, meaning=RELATION_MEANINGS[relation.value],
                    attributes=evaluated, logs=_logs(logs), error=None)
     return result
-
-
-def try_flow_by_id(flow_id: str, folder: Path | None = None, **kwargs: Any) -> dict[str, Any]:
-    return try_flow(find_flow(flow_id, folder), **kwargs)
-

@@ -22,10 +22,6 @@ class TokenStore:
         with self._lock:
             self._tokens[key] = token
 
-    def forget(self, key: tuple[str, ...]) -> None:
-        with self._lock:
-            self._tokens.pop(key, None)
-
     def clear(self) -> None:
         with self._lock:
             self._tokens.clear()
