@@ -28,6 +28,11 @@ def test_batches_are_mapped_and_labelled_with_their_plans(flows, omnitron, erp_s
     assert [r.label for r in run.mapped("plan_batch")] == ["plans 1–2 (2)", "plans 3–4 (2)", "plans 5–5 (1)"]
     assert sent(erp_servers["token"]) == [1, 2, 3, 4, 5]
     assert {pk: row["omnitron"] for pk, row in run.summary.items()} == {pk: "approved" for pk in range(1, 6)}
+    # Each batch task loads the list it is mapped over, so that list holds only the plans' refs;
+    # the whole plans of batch i wait under fetch_plans' XCom key plan_batch.i.
+    assert [[item["ref"]["plan_pk"] for item in batch] for batch in run.xcom("fetch_plans")] == [[1, 2], [3, 4], [5]]
+    assert all(set(item) == {"ref"} for batch in run.xcom("fetch_plans") for item in batch)
+    assert [item["plan"]["pk"] for item in run.xcom("fetch_plans", key="plan_batch.1")] == [3, 4]
 
 
 def test_a_retried_batch_runs_only_its_failed_plan(flows, omnitron, erp_servers):

@@ -271,12 +271,18 @@ def test_timeout_in_the_main_thread(source, alarm_state):
 
 @pytest.mark.parametrize("source", LOOPS.values(), ids=LOOPS.keys())
 def test_timeout_in_a_worker_thread(source):
-    threads_before = threading.active_count()
     _, error, seconds = in_worker_thread(lambda: run(source, timeout=0.5))
     assert isinstance(error, ScriptTimeout), error
     assert 0.45 < seconds < 1.5
-    time.sleep(0.05)
-    assert threading.active_count() == threads_before  # the watchdog timer is gone too
+
+
+def test_worker_thread_runs_share_one_watchdog_thread():
+    def several_runs():
+        for _ in range(20):
+            run("x = 1", timeout=5)
+        return [thread.name for thread in threading.enumerate()].count("script-watchdog")
+
+    assert in_worker_thread(several_runs)[:2] == (1, None)
 
 
 def test_worker_thread_run_that_ends_in_time_leaves_no_pending_exception():

@@ -23,7 +23,7 @@ def erp_bodies(erp) -> dict:
 
 
 @both_modes
-def test_short_style_script_then_jolt_mapping_build_the_erp_body(flows, omnitron, erp_servers, capfd):
+def test_short_style_script_then_jolt_mapping_build_the_erp_body(flows, omnitron, erp_servers, capfd, flow_mode):
     erp = erp_servers["token"]
     omnitron.add_plans([make_plan(1, order_pk=101, order_number="429452907", items=2)])
     copy_example(flows, "scripts/enrich_plan.py")
@@ -41,7 +41,10 @@ def test_short_style_script_then_jolt_mapping_build_the_erp_body(flows, omnitron
         item["order_item"]["product"]["sku"] for item in plan["cancellationplanorderitem_set"]
     ]
     assert run.final(1)["attributes"]["integration_code"] == "IC-1"
-    assert "log.transform = plan 1 (web)" in capfd.readouterr().out, "log.* attributes reach the task log"
+    output = capfd.readouterr().out
+    assert "log.transform = plan 1 (web)" in output, "log.* attributes reach the task log"
+    if flow_mode == "batch":
+        assert output.count("plan 1 · order 429452907: log.transform = plan 1 (web)") == 1, "once in the batch's log"
 
 
 @both_modes

@@ -57,6 +57,14 @@ class PlanOutcome:
     error: dict[str, Any] | None = None
     logs: list[tuple[str, str]] = field(default_factory=list)
 
+    def log_lines(self) -> list[tuple[str, str]]:
+        """What the batch's log shows of this plan: its script lines, its log.* attributes, its end."""
+        if self.error:
+            return self.logs + [("error", f"failed at {self.error['step']}: {self.error['error']}")]
+        result = self.result or {}
+        ending = ("info", f"{result.get('relation')}, Omnitron: {result.get('omnitron')}")
+        return self.logs + _attribute_lines(result.get("attributes", {})) + [ending]
+
 
 def _plan_key(item: dict[str, Any]) -> str:
     return str(item["ref"]["plan_pk"])  # a JSON object key, as the checkpoint stores it
@@ -79,14 +87,18 @@ def _attribute_lines(attributes: dict[str, str]) -> list[tuple[str, str]]:
 
 
 def _run(ref: dict[str, Any], step: str, action: Callable[[], dict[str, Any]]) -> PlanOutcome:
-    """One step of one plan; an exception becomes that plan's error, with its log.* attributes kept."""
+    """One step of one plan; an exception becomes that plan's error, with its log.* attributes kept.
+
+    The attributes travel from step to step, so a successful plan's log.* attributes are logged
+    once, from its last result (`PlanOutcome.log_lines`), not after every step.
+    """
     try:
         result = action()
     except Exception as exc:
         attributes = getattr(exc, "attributes", {})
         reason = attributes.get("log.script.error") or f"{type(exc).__name__}: {exc}"
         return PlanOutcome(ref, error={"ref": ref, "step": step, "error": reason}, logs=_attribute_lines(attributes))
-    return PlanOutcome(ref, result=result, logs=result.pop("logs", []) + _attribute_lines(result.get("attributes", {})))
+    return PlanOutcome(ref, result=result, logs=result.pop("logs", []))
 
 
 class BatchRunner:

@@ -106,7 +106,7 @@ def _batch_tasks(flow: FlowConfig, fetch: FetchPlansOperator):
     batch = ProcessBatchOperator.partial(
         task_id="plan_batch", flow=flow, map_index_template=BATCH_LABEL, **_erp_limits(flow)
     )
-    return batch.expand(step_input=fetch.output), ["plan_batch"]
+    return batch.expand(plan_refs=fetch.output), ["plan_batch"]
 
 
 def build_dags(folder: Path | None = None) -> dict[str, DAG]:

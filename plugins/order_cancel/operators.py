@@ -37,11 +37,12 @@ PLAN_FAILURES = (ScriptFailed, MappingError, PlanDataError, EvaluationError)
 
 NEXT_WATERMARK_KEY = "next_watermark"
 ITEM_KEY_PREFIX = "plan_item."
+BATCH_KEY_PREFIX = "plan_batch."
 XCOM_RETURN_KEY = BaseXCom.XCOM_RETURN_KEY
 PLAN_LABEL = "plan {{ task.step_input.ref.plan_pk }} · order {{ task.step_input.ref.order_number }}"
 BATCH_LABEL = (
-    "plans {{ task.step_input[0].ref.plan_pk }}–{{ task.step_input[-1].ref.plan_pk }}"
-    " ({{ task.step_input | length }})"
+    "plans {{ task.plan_refs[0].ref.plan_pk }}–{{ task.plan_refs[-1].ref.plan_pk }}"
+    " ({{ task.plan_refs | length }})"
 )
 
 
@@ -88,8 +89,10 @@ class LoginOperator(FlowOperator):
 class FetchPlansOperator(FlowOperator):
     """Get Data From Omnitron Step: the plans of this run, for the per-plan (or per-batch) tasks.
 
-    Its return value is what the plan tasks are mapped over: the plans' refs (per-plan mode; each
-    whole plan is pushed under its own key) or the batches of whole plans (batch mode).
+    Its return value is what the plan tasks are mapped over: the plans' refs, one per plan (per-plan
+    mode) or a list per batch (batch mode). Airflow resolves a mapped task's argument by loading the
+    whole upstream list, so that list holds only refs; each whole plan (or batch of plans) waits
+    under an XCom key of its own, which only its task instance reads.
     """
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
@@ -110,12 +113,14 @@ class FetchPlansOperator(FlowOperator):
             advanced = watermark.advanced_over([item["plan"] for item in items])
             context["ti"].xcom_push(key=NEXT_WATERMARK_KEY, value=advanced.dumps())
         if self.flow.batch:
-            return batches(items, self.flow.batch.size)
-        # Airflow resolves a mapped task's argument by loading the whole upstream list, so the list
-        # to map over holds only each plan's ref; the plans wait under keys of their own.
-        for index, item in enumerate(items):
-            context["ti"].xcom_push(key=f"{ITEM_KEY_PREFIX}{index}", value=item)
-        return [{"ref": item["ref"]} for item in items]
+            groups, prefix = batches(items, self.flow.batch.size), BATCH_KEY_PREFIX
+            mapped_over: list[Any] = [[{"ref": item["ref"]} for item in batch] for batch in groups]
+        else:
+            groups, prefix = items, ITEM_KEY_PREFIX
+            mapped_over = [{"ref": item["ref"]} for item in items]
+        for index, group in enumerate(groups):
+            context["ti"].xcom_push(key=f"{prefix}{index}", value=group)
+        return mapped_over
 
     def _watermark(self, context: Any) -> Watermark:
         stored = Variable.get(variable_key(self.flow.flow_id), default=None)
@@ -245,13 +250,14 @@ class ProcessBatchOperator(FlowOperator):
     the failed plans again, thanks to the batch checkpoint (see `order_cancel.batch`).
     """
 
-    template_fields: Sequence[str] = ("step_input",)
+    template_fields: Sequence[str] = ("plan_refs",)
 
-    def __init__(self, *, step_input: Any, **kwargs: Any):
+    def __init__(self, *, plan_refs: Any, **kwargs: Any):
         super().__init__(do_xcom_push=False, **kwargs)
-        self.step_input = step_input
+        self.plan_refs = plan_refs
 
     def execute(self, context: Any) -> None:
+        """The batch's plans come from the XCom key fetch_plans stored them under for this map index."""
         ti = context["ti"]
         settings = self.flow.batch
         runner = BatchRunner(
@@ -260,17 +266,14 @@ class ProcessBatchOperator(FlowOperator):
             per_thread(ErpHook(self.flow.erp).client_factory()),
             settings.concurrency if settings else 1,
         )
+        items = ti.xcom_pull(task_ids="fetch_plans", key=f"{BATCH_KEY_PREFIX}{ti.map_index}")
         key = checkpoint_key(self.flow.flow_id, context["run_id"], ti.map_index)
         checkpoint = Checkpoint.loads(Variable.get(key, default=None))
-        outcomes = runner.run(self.step_input, checkpoint, save=lambda done: Variable.set(key, done.dumps()))
+        outcomes = runner.run(items, checkpoint, save=lambda done: Variable.set(key, done.dumps()))
         for outcome in outcomes:
             label = f"plan {outcome.ref['plan_pk']} · order {outcome.ref['order_number']}"
-            for level, message in outcome.logs:
+            for level, message in outcome.log_lines():
                 self.log.log(_level(level), "%s: %s", label, message)
-            if outcome.error:
-                self.log.error("%s: failed at %s: %s", label, outcome.error["step"], outcome.error["error"])
-            elif outcome.result:
-                self.log.info("%s: %s, Omnitron: %s", label, outcome.result["relation"], outcome.result.get("omnitron"))
         errors = [outcome.error for outcome in outcomes if outcome.error]
         ti.xcom_push(key=XCOM_RETURN_KEY, value=[outcome.result for outcome in outcomes if outcome.result])
         ti.xcom_push(key=PLAN_ERROR_KEY, value=errors)

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import builtins
 import ctypes
+import heapq
 import io
+import itertools
 import signal
 import threading
 import time
@@ -494,38 +496,76 @@ def _sliced_time_module() -> types.ModuleType:
     return module
 
 
+class _Watchdog:
+    """One daemon thread that delivers the deadlines of every script running outside the main thread.
+
+    A thread per script run would cost a thread start per plan, which with a batch's worker
+    threads competing for the GIL took longer than the script itself. Stopped limits are dropped
+    when they reach the front of the queue.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._queue: list[tuple[float, int, _WatchdogLimit]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, limit: _WatchdogLimit, timeout: float) -> None:
+        with self._condition:
+            heapq.heappush(self._queue, (time.monotonic() + timeout, next(self._order), limit))
+            # is_alive(): a forked worker process inherits this object but not the thread.
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._deliver, name="script-watchdog", daemon=True)
+                self._thread.start()
+            self._condition.notify()
+
+    def _deliver(self) -> None:
+        with self._condition:
+            while True:
+                while self._queue and not self._queue[0][2].running:
+                    heapq.heappop(self._queue)
+                if not self._queue:
+                    self._condition.wait()
+                    continue
+                due, _, limit = self._queue[0]
+                if due > time.monotonic():
+                    self._condition.wait(due - time.monotonic())
+                    continue
+                heapq.heappop(self._queue)
+                limit.fire()
+
+
 class _WatchdogLimit:
-    """Limit outside the main thread: a timer thread raises _ScriptDeadline in the script's thread.
+    """Limit outside the main thread: the watchdog raises _ScriptDeadline in the script's thread.
 
     It fires once, under a lock, and stop() withdraws an exception not yet delivered: after stop()
     nothing can hit the caller's code. (A repeated exception could land after the script returned.)
     """
 
     replaced_modules = {"time": _sliced_time_module()}
+    watchdog = _Watchdog()
 
     def __init__(self, timeout: float):
         self._thread_id = threading.get_ident()
         self._lock = threading.Lock()
-        self._running = False
-        self._timer = threading.Timer(timeout, self._fire)
-        self._timer.daemon = True
+        self._timeout = timeout
+        self.running = False
         self.expired = False
         self.outer_error: BaseException | None = None
 
     def start(self) -> None:
-        self._running = True
-        self._timer.start()
+        self.running = True
+        self.watchdog.watch(self, self._timeout)
 
     def stop(self) -> None:
-        self._timer.cancel()
         with self._lock:
-            self._running = False
+            self.running = False
             if self.expired:
                 _set_async_exception(self._thread_id, None)
 
-    def _fire(self) -> None:
+    def fire(self) -> None:
         with self._lock:
-            if self._running:
+            if self.running:
                 self.expired = True
                 _set_async_exception(self._thread_id, _ScriptDeadline)
 
