@@ -61,6 +61,10 @@ class Mode:
     needs_field: str | None = None
     min_plans: int = 0
 
+    @property
+    def batched(self) -> bool:
+        return "batch" in self.flow_overrides
+
 
 MODES = (
     Mode("per-plan"),

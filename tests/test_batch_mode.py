@@ -76,3 +76,19 @@ def test_clearing_a_failed_batch_after_a_fix_sends_only_the_failed_plan(flows, o
     assert cleared.state == "success"
     assert sent(erp) == [2]
     assert [omnitron.plans[pk]["status"] for pk in (1, 2)] == ["approved", "approved"]
+
+
+def test_a_failed_post_script_is_not_followed_by_a_second_omnitron_write(flows, omnitron, erp_servers):
+    erp = erp_servers["token"]
+    omnitron.add_plans([make_plan(pk, order_pk=100 + pk) for pk in (1, 2)])
+    flows.write_file("scripts/post.py", "if get_attribute('plan_pk') == '2':\n    raise RuntimeError('CRM down')\n")
+    flows.write(post_script="scripts/post.py", retries=1, retry_delay_seconds=0)
+
+    run = flows.run()
+
+    # The retry finds both plans written to Omnitron in the checkpoint: it neither resends nor rewrites.
+    assert [t.state for t in run.mapped("plan_batch")] == ["success"]
+    assert sent(erp) == [1, 2]
+    approvals = sorted(r.path for r in omnitron.requests if r.path.endswith("/cancellation_approved_order/"))
+    assert approvals == [APPROVE.format(order=101), APPROVE.format(order=102)]
+    assert variable(checkpoint_key("acme_cancel", run.run_id, 0)) is None

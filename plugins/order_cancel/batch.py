@@ -138,7 +138,11 @@ class BatchRunner:
         return PlanOutcome(ref, posted.result or written.result, posted.error, written.logs + posted.logs)
 
     def run(self, items: list[dict[str, Any]], checkpoint: Checkpoint, save: Callable[[Checkpoint], None]) -> list[PlanOutcome]:
-        """Both phases for the plans the checkpoint has not finished; `save` runs in the caller's thread."""
+        """Both phases for the plans the checkpoint has not finished; `save` runs in the caller's thread.
+
+        The checkpoint is saved after the ERP phase, and after the Omnitron phase only if a plan
+        failed: a batch without errors is finished and its caller deletes the checkpoint.
+        """
         key = _plan_key
         todo = [item for item in items if key(item) not in checkpoint.delivered]
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
@@ -153,7 +157,6 @@ class BatchRunner:
                 # Omnitron was written even when only the post script failed: never write it twice.
                 if outcome.error is None or outcome.error["step"] == "post_script":
                     checkpoint.written[pk] = outcome.result
-            save(checkpoint)
         outcomes = []
         for item in items:
             pk = key(item)
@@ -164,4 +167,6 @@ class BatchRunner:
                 outcomes.append(PlanOutcome(second.ref, second.result, second.error, (first.logs if first else []) + second.logs))
             else:
                 outcomes.append(first)
+        if any(outcome.error for outcome in outcomes):
+            save(checkpoint)
         return outcomes

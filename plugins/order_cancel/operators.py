@@ -276,8 +276,8 @@ class ProcessBatchOperator(FlowOperator):
                 self.log.log(_level(level), "%s: %s", label, message)
         errors = [outcome.error for outcome in outcomes if outcome.error]
         ti.xcom_push(key=XCOM_RETURN_KEY, value=[outcome.result for outcome in outcomes if outcome.result])
-        ti.xcom_push(key=PLAN_ERROR_KEY, value=errors)
         if errors:
+            ti.xcom_push(key=PLAN_ERROR_KEY, value=errors)
             raise AirflowException(f"{len(errors)} of {len(outcomes)} plans of this batch failed; a retry runs only them")
         Variable.delete(key)
 
