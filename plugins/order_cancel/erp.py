@@ -15,6 +15,7 @@ from urllib.parse import urljoin
 import requests
 
 from order_cancel.config import BasicLogin, HeaderLogin, TokenLogin
+from order_cancel.http_session import HttpSession
 from order_cancel.tokens import TokenStore
 
 # An ERP answer is kept for the response script and the task's XCom; a runaway answer must not
@@ -56,14 +57,13 @@ class ErpClient:
         *,
         timeout: float = 30,
         verify: bool = True,
-        session: requests.Session | None = None,
     ):
         self.base_url = base_url.rstrip("/") + "/"
         self.login_settings = login
         self._username = username or ""
         self._password = password or ""
         self.timeout = timeout
-        self.session = session or requests.Session()
+        self.session = HttpSession()
         self.session.verify = verify
 
     def url(self, path_or_url: str) -> str:

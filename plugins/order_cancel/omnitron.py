@@ -13,6 +13,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from order_cancel.http_session import HttpSession
 from order_cancel.tokens import TokenStore
 
 LOGIN_PATH = "api/v1/auth/login/"
@@ -83,13 +84,12 @@ class OmnitronClient:
         *,
         timeout: float = 30,
         verify: bool = True,
-        session: requests.Session | None = None,
     ):
         self.base_url = base_url.rstrip("/") + "/"
         self._username = username
         self._password = password
         self.timeout = timeout
-        self.session = session or requests.Session()
+        self.session = HttpSession()
         self.session.verify = verify
 
     # -- authentication -------------------------------------------------------------------------

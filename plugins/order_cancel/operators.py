@@ -46,6 +46,12 @@ BATCH_LABEL = (
 )
 
 
+def stored_plans(context: Any, prefix: str) -> Any:
+    """The plan (or batch of plans) fetch_plans stored for this map index (see `FetchPlansOperator`)."""
+    ti = context["ti"]
+    return json.loads(ti.xcom_pull(task_ids="fetch_plans", key=f"{prefix}{ti.map_index}"))
+
+
 class FlowOperator(BaseOperator):
     """An operator that belongs to one flow file."""
 
@@ -92,7 +98,9 @@ class FetchPlansOperator(FlowOperator):
     Its return value is what the plan tasks are mapped over: the plans' refs, one per plan (per-plan
     mode) or a list per batch (batch mode). Airflow resolves a mapped task's argument by loading the
     whole upstream list, so that list holds only refs; each whole plan (or batch of plans) waits
-    under an XCom key of its own, which only its task instance reads.
+    under an XCom key of its own, which only its task instance reads. It is stored as JSON text:
+    Airflow's XCom serialization inspects every nested object of a structured value, which for a
+    batch of plans cost more than the batch's HTTP work.
     """
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
@@ -119,7 +127,7 @@ class FetchPlansOperator(FlowOperator):
             groups, prefix = items, ITEM_KEY_PREFIX
             mapped_over = [{"ref": item["ref"]} for item in items]
         for index, group in enumerate(groups):
-            context["ti"].xcom_push(key=f"{prefix}{index}", value=group)
+            context["ti"].xcom_push(key=f"{prefix}{index}", value=json.dumps(group, ensure_ascii=False))
         return mapped_over
 
     def _watermark(self, context: Any) -> Watermark:
@@ -207,7 +215,7 @@ class TransformPlanOperator(PlanStepOperator):
 
     def load_input(self, context: Any) -> dict[str, Any]:
         """The whole plan, which fetch_plans stored under this map index's own key."""
-        return context["ti"].xcom_pull(task_ids="fetch_plans", key=f"{ITEM_KEY_PREFIX}{context['ti'].map_index}")
+        return stored_plans(context, ITEM_KEY_PREFIX)
 
     def run_step(self, steps: FlowSteps, step_input: dict[str, Any]) -> dict[str, Any]:
         return steps.transform(step_input)
@@ -266,16 +274,20 @@ class ProcessBatchOperator(FlowOperator):
             per_thread(ErpHook(self.flow.erp).client_factory()),
             settings.concurrency if settings else 1,
         )
-        items = ti.xcom_pull(task_ids="fetch_plans", key=f"{BATCH_KEY_PREFIX}{ti.map_index}")
+        items = stored_plans(context, BATCH_KEY_PREFIX)
         key = checkpoint_key(self.flow.flow_id, context["run_id"], ti.map_index)
-        checkpoint = Checkpoint.loads(Variable.get(key, default=None))
+        # A first try has no checkpoint to read (its key names the run and the batch); a retry or a
+        # cleared batch (Airflow counts a clear as a new try) has one if an earlier try left one.
+        checkpoint = Checkpoint.loads(Variable.get(key, default=None) if ti.try_number > 1 else None)
         outcomes = runner.run(items, checkpoint, save=lambda done: Variable.set(key, done.dumps()))
         for outcome in outcomes:
             label = f"plan {outcome.ref['plan_pk']} · order {outcome.ref['order_number']}"
             for level, message in outcome.log_lines():
                 self.log.log(_level(level), "%s: %s", label, message)
         errors = [outcome.error for outcome in outcomes if outcome.error]
-        ti.xcom_push(key=XCOM_RETURN_KEY, value=[outcome.result for outcome in outcomes if outcome.result])
+        # JSON text, for the reason given in FetchPlansOperator (the UI shows it decoded all the same).
+        results = [outcome.result for outcome in outcomes if outcome.result]
+        ti.xcom_push(key=XCOM_RETURN_KEY, value=json.dumps(results, ensure_ascii=False))
         if errors:
             ti.xcom_push(key=PLAN_ERROR_KEY, value=errors)
             raise AirflowException(f"{len(errors)} of {len(outcomes)} plans of this batch failed; a retry runs only them")
