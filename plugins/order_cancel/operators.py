@@ -4,11 +4,13 @@ does the work, and an operator wires the two to Airflow (templated input, XCom, 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gc
 import html
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import requests
@@ -46,10 +48,33 @@ BATCH_LABEL = (
 )
 
 
+@contextlib.contextmanager
+def long_lived_objects_frozen() -> Iterator[None]:
+    """Keeps Python's garbage collector off the objects that existed before the block.
+
+    A task that holds hundreds of plans makes the collector walk its oldest generation, which in an
+    Airflow task process holds every imported module: 0.4 s per walk here, once or twice per 500
+    plans, more than the HTTP work. Frozen, those objects are skipped (`gc.freeze`); the block's own
+    garbage is still collected.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def fetched(ti: Any, key: str = XCOM_RETURN_KEY) -> Any:
+    """A value fetch_plans pushed. It is not mapped: asking for its one map index (-1) takes the
+    direct path; without it, Airflow looks for all map indexes, and decodes and re-inspects every
+    nested object on the way (0.4 s for the refs of 500 plans)."""
+    return ti.xcom_pull(task_ids="fetch_plans", key=key, map_indexes=-1)
+
+
 def stored_plans(context: Any, prefix: str) -> Any:
     """The plan (or batch of plans) fetch_plans stored for this map index (see `FetchPlansOperator`)."""
     ti = context["ti"]
-    return json.loads(ti.xcom_pull(task_ids="fetch_plans", key=f"{prefix}{ti.map_index}"))
+    return json.loads(fetched(ti, f"{prefix}{ti.map_index}"))
 
 
 class FlowOperator(BaseOperator):
@@ -99,10 +124,11 @@ class FetchPlansOperator(FlowOperator):
     mode) or a list per batch (batch mode). Airflow resolves a mapped task's argument by loading the
     whole upstream list, so that list holds only refs; each whole plan (or batch of plans) waits
     under an XCom key of its own, which only its task instance reads. It is stored as JSON text:
-    Airflow's XCom serialization inspects every nested object of a structured value, which for a
-    batch of plans cost more than the batch's HTTP work.
+    pushing and pulling a structured value, Airflow inspects every nested object (serialization,
+    secrets masking), which for a batch of plans cost more than the batch's HTTP work.
     """
 
+    @long_lived_objects_frozen()
     def execute(self, context: Any) -> list[dict[str, Any]]:
         omnitron = OmnitronHook(self.flow.omnitron).get_conn()
         window = watermark = None
@@ -156,7 +182,7 @@ class AdvanceWatermarkOperator(FlowOperator):
         super().__init__(trigger_rule="all_done", **kwargs)
 
     def execute(self, context: Any) -> str | None:
-        proposed = context["ti"].xcom_pull(task_ids="fetch_plans", key=NEXT_WATERMARK_KEY)
+        proposed = fetched(context["ti"], NEXT_WATERMARK_KEY)
         if proposed is None:
             self.log.info("Nothing to move: no plans were fetched from the watermark in this run")
             return None
@@ -264,6 +290,7 @@ class ProcessBatchOperator(FlowOperator):
         super().__init__(do_xcom_push=False, **kwargs)
         self.plan_refs = plan_refs
 
+    @long_lived_objects_frozen()
     def execute(self, context: Any) -> None:
         """The batch's plans come from the XCom key fetch_plans stored them under for this map index."""
         ti = context["ti"]
@@ -305,15 +332,15 @@ class RunSummaryOperator(FlowOperator):
         super().__init__(trigger_rule="all_done", do_xcom_push=False, **kwargs)
         self.plan_task_ids = list(plan_task_ids)
 
+    @long_lived_objects_frozen()
     def execute(self, context: Any) -> None:
         ti = context["ti"]
-        fetched = ti.xcom_pull(task_ids="fetch_plans")
-        if fetched is None:
+        refs = fetched(ti)
+        if refs is None:
             raise AirflowFailException("no plans were fetched: the login or fetch_plans task did not succeed")
         # A list of task ids always answers a list (one id with one mapped value answers the value).
-        results = ti.xcom_pull(task_ids=self.plan_task_ids) or []
         errors = ti.xcom_pull(task_ids=self.plan_task_ids, key=PLAN_ERROR_KEY) or []
-        summary = summarize(flatten(fetched), flatten(results), flatten(errors))
+        summary = summarize(flatten(refs), self._plan_results(ti, len(refs)), flatten(errors))
         for line in summary.lines():
             self.log.info("%s", line)
         # Published before failing, so a red run still shows what happened to each plan.
@@ -324,6 +351,14 @@ class RunSummaryOperator(FlowOperator):
         self._leave_note(context, report.note(alarms))
         if summary.failed:
             raise AirflowFailException(f"{len(summary.failed)} of {len(summary.rows)} plans failed: {summary.failed_refs()}")
+
+    def _plan_results(self, ti: Any, mapped_count: int) -> list[dict[str, Any]]:
+        if not self.flow.batch:
+            return flatten(ti.xcom_pull(task_ids=self.plan_task_ids) or [])
+        # One pull per batch: pulled all together, a mapped task's values are decoded by Airflow,
+        # every nested object inspected (0.4 s for 500 plans), instead of reaching us as JSON text.
+        texts = ti.xcom_pull(task_ids=self.plan_task_ids, map_indexes=range(mapped_count))
+        return flatten([json.loads(text) for text in texts if text])
 
     def _raise_alarms(self, context: Any, report: RunReport) -> list[str]:
         settings = self.flow.alarms
