@@ -68,7 +68,9 @@ class Mode:
 
 MODES = (
     Mode("per-plan"),
-    Mode("batch", {"batch": {"size": 50, "concurrency": 8}}, needs_field="batch", min_plans=100),
+    # The flow file's defaults (size 100, concurrency 8), then other batch sizes for the largest run.
+    Mode("batch", {"batch": {}}, needs_field="batch", min_plans=100),
+    *(Mode(f"batch of {size}", {"batch": {"size": size}}, needs_field="batch", min_plans=500) for size in (50, 250, 500)),
 )
 
 
