@@ -78,17 +78,43 @@ def test_clearing_a_failed_batch_after_a_fix_sends_only_the_failed_plan(flows, o
     assert [omnitron.plans[pk]["status"] for pk in (1, 2)] == ["approved", "approved"]
 
 
-def test_a_failed_post_script_is_not_followed_by_a_second_omnitron_write(flows, omnitron, erp_servers):
+def test_a_retried_batch_runs_only_the_failed_post_script_again(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
+    omnitron.add_plans([make_plan(pk, order_pk=100 + pk) for pk in (1, 2)])
+    ran, marker = flows.folder / "post_script_runs", flows.folder / "crm_down"
+    flows.write_file("scripts/post.py", (
+        "import os\n"
+        f"with open({str(ran)!r}, 'a') as runs:\n"
+        "    runs.write(get_attribute('plan_pk') + '\\n')\n"
+        f"if get_attribute('plan_pk') == '2' and os.path.exists({str(marker)!r}):\n"
+        f"    os.remove({str(marker)!r})\n"
+        "    raise RuntimeError('CRM down')\n"
+    ))
+    marker.touch()
+    flows.write(post_script="scripts/post.py", retries=1, retry_delay_seconds=0)
+
+    run = flows.run()
+
+    # The retry finds both plans written to Omnitron in the checkpoint: it neither resends nor
+    # rewrites them, and runs plan 2's post script again.
+    assert run.state == "success"
+    assert sorted(ran.read_text().split()) == ["1", "2", "2"]
+    assert sent(erp) == [1, 2]
+    approvals = sorted(r.path for r in omnitron.requests if r.path.endswith("/cancellation_approved_order/"))
+    assert approvals == [APPROVE.format(order=101), APPROVE.format(order=102)]
+    assert run.final(2)["post_script"] == "ran"
+    assert variable(checkpoint_key("acme_cancel", run.run_id, 0)) is None
+
+
+def test_a_post_script_that_keeps_failing_fails_its_plan_and_the_run(flows, omnitron, erp_servers):
     omnitron.add_plans([make_plan(pk, order_pk=100 + pk) for pk in (1, 2)])
     flows.write_file("scripts/post.py", "if get_attribute('plan_pk') == '2':\n    raise RuntimeError('CRM down')\n")
     flows.write(post_script="scripts/post.py", retries=1, retry_delay_seconds=0)
 
     run = flows.run()
 
-    # The retry finds both plans written to Omnitron in the checkpoint: it neither resends nor rewrites.
-    assert [t.state for t in run.mapped("plan_batch")] == ["success"]
-    assert sent(erp) == [1, 2]
+    assert run.state == "failed"
+    assert run.summary[1]["error"] is None
+    assert run.summary[2]["omnitron"] == "approved" and run.summary[2]["error"].startswith("post_script: ")
     approvals = sorted(r.path for r in omnitron.requests if r.path.endswith("/cancellation_approved_order/"))
-    assert approvals == [APPROVE.format(order=101), APPROVE.format(order=102)]
-    assert variable(checkpoint_key("acme_cancel", run.run_id, 0)) is None
+    assert approvals == [APPROVE.format(order=101), APPROVE.format(order=102)], "written once, tries or not"

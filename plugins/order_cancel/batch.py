@@ -7,7 +7,7 @@ failure, relation and log lines are its own, and one plan's error never stops th
 Airflow clears a task's XComs when it is retried, so what a batch has achieved is kept in a
 checkpoint (an Airflow Variable per run and batch) written after each phase. A retried or cleared
 batch reads it back and neither re-sends a plan the ERP already accepted nor writes Omnitron twice;
-only its failed plans run again. The checkpoint is removed once every plan of the batch is done.
+only its failed plans run again (from their failed step: a failed post script runs again alone). The checkpoint is removed once every plan of the batch is done.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from order_cancel.erp import ErpClient
@@ -35,17 +35,19 @@ def batches(items: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]
 
 @dataclass
 class Checkpoint:
-    """Per plan pk: the ERP delivery (phase 1 done) and the Omnitron result (phase 2 done)."""
+    """Per plan pk: the ERP delivery (phase 1 done) and the Omnitron result (phase 2 done), and the
+    plans whose post script failed after Omnitron was written (a retry runs only their post script)."""
 
     delivered: dict[str, dict[str, Any]] = field(default_factory=dict)
     written: dict[str, dict[str, Any]] = field(default_factory=dict)
+    post_script_due: list[str] = field(default_factory=list)
 
     @classmethod
     def loads(cls, text: str | None) -> Checkpoint:
         return cls(**json.loads(text)) if text else cls()
 
     def dumps(self) -> str:
-        return json.dumps({"delivered": self.delivered, "written": self.written})
+        return json.dumps(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -132,10 +134,15 @@ class BatchRunner:
     def write(self, delivery: dict[str, Any]) -> PlanOutcome:
         ref = delivery["ref"]
         written = _run(ref, "write_omnitron", lambda: self.steps.write_outcome(self.omnitron(), dict(delivery)))
-        if written.error or self.steps.post_script is None:
+        if written.error:
             return written
-        posted = _run(ref, "post_script", lambda: self.steps.run_post_script(dict(written.result)))
-        return PlanOutcome(ref, posted.result or written.result, posted.error, written.logs + posted.logs)
+        posted = self.post(written.result)
+        return PlanOutcome(ref, posted.result, posted.error, written.logs + posted.logs)
+
+    def post(self, written: dict[str, Any]) -> PlanOutcome:
+        """The post script; when it fails, the outcome keeps the Omnitron result it ran after."""
+        posted = _run(written["ref"], "post_script", lambda: self.steps.run_post_script(dict(written)))
+        return PlanOutcome(written["ref"], posted.result or written, posted.error, posted.logs)
 
     def run(self, items: list[dict[str, Any]], checkpoint: Checkpoint, save: Callable[[Checkpoint], None]) -> list[PlanOutcome]:
         """Both phases for the plans the checkpoint has not finished; `save` runs in the caller's thread.
@@ -153,10 +160,14 @@ class BatchRunner:
             save(checkpoint)
             waiting = [pk for pk in checkpoint.delivered if pk not in checkpoint.written]
             phase_two = dict(zip(waiting, pool.map(self.write, [checkpoint.delivered[pk] for pk in waiting])))
+            due = checkpoint.post_script_due
+            phase_two.update(zip(due, pool.map(self.post, [checkpoint.written[pk] for pk in due])))
+            # Omnitron was written even when only the post script failed: never write it twice.
+            failed_posts = [pk for pk, outcome in phase_two.items() if (outcome.error or {}).get("step") == "post_script"]
             for pk, outcome in phase_two.items():
-                # Omnitron was written even when only the post script failed: never write it twice.
-                if outcome.error is None or outcome.error["step"] == "post_script":
+                if outcome.error is None or pk in failed_posts:
                     checkpoint.written[pk] = outcome.result
+            checkpoint.post_script_due = failed_posts
         outcomes = []
         for item in items:
             pk = key(item)
