@@ -98,8 +98,9 @@ def goal_section(rows: list[dict[str, Any]]) -> list[str]:
     rows = [row for row in rows if "goal_s" in row]
     if not rows:
         return []
-    lines = ["", "Batch mode against the goal: 2 x the HTTP floor + one batch's Airflow overhead (the same DAG",
-             "with one batch of no-op tasks, dag.test() set-up included), all measured in this run:", ""]
+    lines = ["", "Batch mode against the issue's goal for 500 plans: 2 x the HTTP floor + one batch's Airflow",
+             "overhead (the same DAG with one batch of no-op tasks, dag.test() set-up included), all measured",
+             "in this run:", ""]
     for row in rows:
         verdict = "met" if row["goal_met"] else "not met"
         lines.append(

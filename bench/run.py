@@ -51,6 +51,8 @@ from fakes import FakeErp, FakeOmnitron
 DEFAULT_PLANS = (10, 100, 500)
 QUICK_PLANS = (10, 100)
 PARSE_FLOW_COUNTS = (1, 10, 100)
+# The issue sets batch mode's goal for a run of 500 plans (see batch_goal).
+GOAL_PLANS = 500
 # A stuck child must not hold the whole benchmark; the biggest run takes a few minutes.
 CHILD_TIMEOUT_S = 20 * 60
 
@@ -223,7 +225,7 @@ def benchmark(workspace: Workspace, plan_counts: list[int]) -> dict[str, Any]:
     modes = [mode for mode in MODES if not unavailable(mode)]
     runs_per_count = {n: [mode for mode in modes if n >= mode.min_plans] for n in plan_counts}
     progress = Progress(len(PARSE_FLOW_COUNTS) + sum(
-        2 + sum(3 if mode.batched else 2 for mode in runs) for runs in runs_per_count.values()
+        2 + sum(3 if mode.batched and n == GOAL_PLANS else 2 for mode in runs) for n, runs in runs_per_count.items()
     ))
     parse_rows = []
     for count in PARSE_FLOW_COUNTS:
@@ -241,7 +243,7 @@ def benchmark(workspace: Workspace, plan_counts: list[int]) -> dict[str, Any]:
             with progress.step(f"no-op floor, {run['shape']['items']} items x {len(run['shape']['steps'])} steps"):
                 noop = measure_noop(workspace, run["shape"])
             row = run_row(mode, plans, run, noop, http, transform)
-            if mode.batched:
+            if mode.batched and plans == GOAL_PLANS:
                 with progress.step("no-op floor, one batch"):
                     row.update(batch_goal(row, measure_noop(workspace, {**run["shape"], "items": 1})))
             run_rows.append(row)
@@ -271,8 +273,9 @@ def run_row(mode: Mode, plans: int, run: dict, noop: dict, http: dict, transform
 
 
 def batch_goal(row: dict[str, Any], one_batch_noop: dict[str, Any]) -> dict[str, Any]:
-    """The issue's goal for batch mode: within 2x the HTTP floor plus one batch's Airflow overhead,
-    which is the run time of the same DAG with a single batch of no-op tasks (dag.test() set-up included)."""
+    """The issue's goal for batch mode at 500 plans: within 2x the HTTP floor plus one batch's Airflow
+    overhead, which is the run time of the same DAG with a single batch of no-op tasks (dag.test()
+    set-up included)."""
     goal_s = 2 * row["http_s"] + one_batch_noop["run_s"]
     return {"one_batch_noop_s": one_batch_noop["run_s"], "goal_s": goal_s, "goal_met": row["run_s"] <= goal_s}
 

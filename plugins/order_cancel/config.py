@@ -202,7 +202,7 @@ class AlarmSettings(_Model):
 class BatchSettings(_Model):
     """High-volume mode: map over batches of plans, each processing its plans concurrently."""
 
-    size: int = Field(default=100, ge=1, le=1000)
+    size: int = Field(default=250, ge=1, le=1000)
     concurrency: int = Field(default=8, ge=1, le=64)
 
 
