@@ -64,17 +64,10 @@ def long_lived_objects_frozen() -> Iterator[None]:
         gc.unfreeze()
 
 
-def fetched(ti: Any, key: str = XCOM_RETURN_KEY) -> Any:
-    """A value fetch_plans pushed. It is not mapped: asking for its one map index (-1) takes the
-    direct path; without it, Airflow looks for all map indexes, and decodes and re-inspects every
-    nested object on the way (0.4 s for the refs of 500 plans)."""
-    return ti.xcom_pull(task_ids="fetch_plans", key=key, map_indexes=-1)
-
-
 def stored_plans(context: Any, prefix: str) -> Any:
     """The plan (or batch of plans) fetch_plans stored for this map index (see `FetchPlansOperator`)."""
     ti = context["ti"]
-    return json.loads(fetched(ti, f"{prefix}{ti.map_index}"))
+    return json.loads(ti.xcom_pull(task_ids="fetch_plans", key=f"{prefix}{ti.map_index}"))
 
 
 class FlowOperator(BaseOperator):
@@ -124,8 +117,8 @@ class FetchPlansOperator(FlowOperator):
     mode) or a list per batch (batch mode). Airflow resolves a mapped task's argument by loading the
     whole upstream list, so that list holds only refs; each whole plan (or batch of plans) waits
     under an XCom key of its own, which only its task instance reads. It is stored as JSON text:
-    pushing and pulling a structured value, Airflow inspects every nested object (serialization,
-    secrets masking), which for a batch of plans cost more than the batch's HTTP work.
+    pushing and pulling a structured value, Airflow walks every nested object (serialization,
+    secrets masking); for a batch of 250 plans the pull took 70 ms against 15 ms as text.
     """
 
     @long_lived_objects_frozen()
@@ -182,7 +175,7 @@ class AdvanceWatermarkOperator(FlowOperator):
         super().__init__(trigger_rule="all_done", **kwargs)
 
     def execute(self, context: Any) -> str | None:
-        proposed = fetched(context["ti"], NEXT_WATERMARK_KEY)
+        proposed = context["ti"].xcom_pull(task_ids="fetch_plans", key=NEXT_WATERMARK_KEY)
         if proposed is None:
             self.log.info("Nothing to move: no plans were fetched from the watermark in this run")
             return None
@@ -335,12 +328,13 @@ class RunSummaryOperator(FlowOperator):
     @long_lived_objects_frozen()
     def execute(self, context: Any) -> None:
         ti = context["ti"]
-        refs = fetched(ti)
-        if refs is None:
+        fetched = ti.xcom_pull(task_ids="fetch_plans")
+        if fetched is None:
             raise AirflowFailException("no plans were fetched: the login or fetch_plans task did not succeed")
         # A list of task ids always answers a list (one id with one mapped value answers the value).
         errors = ti.xcom_pull(task_ids=self.plan_task_ids, key=PLAN_ERROR_KEY) or []
-        summary = summarize(flatten(refs), self._plan_results(ti, len(refs)), flatten(errors))
+        results = ti.xcom_pull(task_ids=self.plan_task_ids) or []
+        summary = summarize(flatten(fetched), flatten(results), flatten(errors))
         for line in summary.lines():
             self.log.info("%s", line)
         # Published before failing, so a red run still shows what happened to each plan.
@@ -351,14 +345,6 @@ class RunSummaryOperator(FlowOperator):
         self._leave_note(context, report.note(alarms))
         if summary.failed:
             raise AirflowFailException(f"{len(summary.failed)} of {len(summary.rows)} plans failed: {summary.failed_refs()}")
-
-    def _plan_results(self, ti: Any, mapped_count: int) -> list[dict[str, Any]]:
-        if not self.flow.batch:
-            return flatten(ti.xcom_pull(task_ids=self.plan_task_ids) or [])
-        # One pull per batch: pulled all together, a mapped task's values are decoded by Airflow,
-        # every nested object inspected (0.4 s for 500 plans), instead of reaching us as JSON text.
-        texts = ti.xcom_pull(task_ids=self.plan_task_ids, map_indexes=range(mapped_count))
-        return flatten([json.loads(text) for text in texts if text])
 
     def _raise_alarms(self, context: Any, report: RunReport) -> list[str]:
         settings = self.flow.alarms

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +29,11 @@ class RunSummary:
 
 
 def flatten(values: list[Any]) -> list[Any]:
-    """Per-plan values, whether they come one per task (per-plan mode) or as lists (batch mode)."""
+    """Per-plan values, whether they come one per task (per-plan mode) or as lists, in JSON text
+    from a batch's results (batch mode)."""
     flat: list[Any] = []
     for value in values or []:
+        value = json.loads(value) if isinstance(value, str) else value
         flat.extend(value if isinstance(value, list) else [value])
     return flat
 
