@@ -17,7 +17,10 @@ the api-server share the task log folder of the home), the api-server binds 127.
 
 A killed worker: its tasks stop heartbeating; the scheduler fails them after
 [scheduler] task_instance_heartbeat_timeout (here `--heartbeat-timeout`, default 15 s, checked every
-2 s, instead of 300 s and 10 s) and retries them on the workers left.
+2 s, instead of 300 s and 10 s) and retries them on the workers left. A task it had received from
+the broker but not started yet stays queued (Redis hands an unacknowledged message to another worker
+only after hours): the scheduler requeues it after [scheduler] task_queued_timeout (here
+`--queued-timeout`, default 60 s, checked every 10 s, instead of 600 s and 120 s).
 
 The process handling is devtools/stack.py's, shared with `bin/airflow-local`. Tests and the Celery
 benchmark use `CeleryStack` directly (start, add or kill workers, stop).
@@ -85,6 +88,7 @@ class CeleryStackConfig:
     redis_db: int = DEFAULT_REDIS_DB
     fresh: bool = False  # drop the metadata database first
     heartbeat_timeout: int = 15
+    queued_timeout: int = 60
     timeout: float = 180.0
     inherit_airflow_env: bool = True  # False for a test process that has its own Airflow set up
     keep_env_connections: bool = False
@@ -193,6 +197,10 @@ def celery_env(config: CeleryStackConfig) -> dict[str, str]:
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(config.heartbeat_timeout),
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
         "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "2",
+        # A task the dead worker had taken from the broker but not started stays queued: the
+        # scheduler sends it again after this long (Airflow's default: 600 s, checked every 120 s).
+        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": str(config.queued_timeout),
+        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "10",
         # Ready runs start quickly (the default scheduler loop waits up to 1 s between loops anyway).
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
     })
@@ -336,7 +344,7 @@ class CeleryStack:
             f"  Metadata DB:   {config.sql_alchemy_conn}",
             f"  Celery:        broker {config.broker_url}, results {config.result_backend}",
             f"  Workers:       {', '.join(self.workers)} (concurrency {config.concurrency} each); "
-            f"heartbeat timeout {config.heartbeat_timeout} s",
+            f"heartbeat timeout {config.heartbeat_timeout} s, queued timeout {config.queued_timeout} s",
         ]
         lines += banner_lines(fakes=config.fakes, omnitron_url=omnitron_url, erp_url=erp_url,
                               flows_dir=config.flows_dir, manual_only=config.manual_only,
@@ -359,6 +367,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fresh", action="store_true", help="drop the metadata database and start from an empty one")
     parser.add_argument("--heartbeat-timeout", type=int, default=15,
                         help="[scheduler] task_instance_heartbeat_timeout in seconds, default 15")
+    parser.add_argument("--queued-timeout", type=int, default=60,
+                        help="[scheduler] task_queued_timeout in seconds, default 60")
     add_stack_arguments(parser, DEFAULT_HOME)
     return parser.parse_args(argv)
 
@@ -370,7 +380,7 @@ def config_from_args(args: argparse.Namespace) -> CeleryStackConfig:
         workers=args.workers, concurrency=args.concurrency, parallelism=args.parallelism,
         database=args.database, pg_url=args.pg_url.rstrip("/"), redis_url=args.redis_url.rstrip("/"),
         redis_db=args.redis_db, fresh=args.fresh, heartbeat_timeout=args.heartbeat_timeout,
-        timeout=args.timeout, keep_env_connections=args.no_fakes,
+        queued_timeout=args.queued_timeout, timeout=args.timeout, keep_env_connections=args.no_fakes,
     )
 
 
