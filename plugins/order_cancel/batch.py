@@ -5,9 +5,11 @@ transform and ERP write, then the Omnitron write and post script. Each plan stay
 failure, relation and log lines are its own, and one plan's error never stops the others.
 
 Airflow clears a task's XComs when it is retried, so what a batch has achieved is kept in a
-checkpoint (an Airflow Variable per run and batch) written after each phase. A retried or cleared
-batch reads it back and neither re-sends a plan the ERP already accepted nor writes Omnitron twice;
-only its failed plans run again (from their failed step: a failed post script runs again alone). The checkpoint is removed once every plan of the batch is done.
+checkpoint (an Airflow Variable per run and batch), written after the ERP phase and, when a plan
+failed, after the Omnitron phase. A retried or cleared batch reads it back and neither re-sends a
+plan the ERP already accepted nor writes Omnitron twice; only its failed plans run again, from their
+failed step (a failed post script runs again alone). The checkpoint is removed once every plan of
+the batch is done.
 """
 
 from __future__ import annotations

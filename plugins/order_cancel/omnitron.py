@@ -34,7 +34,6 @@ class OmnitronError(Exception):
         self.status_code = status_code
 
 
-
 class OmnitronLoginError(OmnitronError):
     pass
 

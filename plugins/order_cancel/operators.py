@@ -287,12 +287,11 @@ class ProcessBatchOperator(FlowOperator):
     def execute(self, context: Any) -> None:
         """The batch's plans come from the XCom key fetch_plans stored them under for this map index."""
         ti = context["ti"]
-        settings = self.flow.batch
         runner = BatchRunner(
             FlowSteps.build(self.flow, dry_run=is_dry_run(self.flow, context)),
             per_thread(OmnitronHook(self.flow.omnitron).client_factory()),
             per_thread(ErpHook(self.flow.erp).client_factory()),
-            settings.concurrency if settings else 1,
+            self.flow.batch.concurrency,
         )
         items = stored_plans(context, BATCH_KEY_PREFIX)
         key = checkpoint_key(self.flow.flow_id, context["run_id"], ti.map_index)
