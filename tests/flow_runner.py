@@ -47,6 +47,7 @@ class TaskRecord:
     map_index: int
     state: str | None
     label: str | None
+    try_number: int = 0
 
 
 class RunResult:
@@ -225,7 +226,7 @@ def collect(dag_run: Any) -> RunResult:
 
     with create_session() as session:
         tis = session.query(TaskInstance).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id).all()
-        tasks = [TaskRecord(ti.task_id, ti.map_index, ti.state, ti.rendered_map_index) for ti in tis]
+        tasks = [TaskRecord(ti.task_id, ti.map_index, ti.state, ti.rendered_map_index, ti.try_number) for ti in tis]
         rows = session.query(XComModel).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id).all()
         xcoms = {(row.task_id, row.map_index, row.key): XComModel.deserialize_value(row) for row in rows}
     return RunResult(dag_run, tasks, xcoms)

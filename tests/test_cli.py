@@ -173,6 +173,26 @@ def test_validate_flags_a_response_script_that_is_never_used(good_folder):
     )
 
 
+def test_validate_notes_a_quartz_cron_it_translates(good_folder):
+    path = write_flow(good_folder, "acme_quartz", schedule="0 0/5 * * * ?")
+    result = cli("validate", good_folder)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"note: {path}: schedule: the Quartz cron '0 0/5 * * * ?' runs as the five-field cron '*/5 * * * *'" in result.stderr
+
+
+def test_validate_names_a_key_given_twice(good_folder):
+    path = write(good_folder / "twice.yaml", (good_folder / "acme_cancel.yaml").read_text() + "flow_id: again\n")
+    result = cli("validate", good_folder)
+    assert result.returncode == 1
+    assert result.stdout.strip() == f"{path}: flow_id: given twice, on lines 1 and 10"
+
+
+def test_schema_prints_the_committed_json_schema():
+    result = cli("schema")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == json.loads((ROOT / "include" / "flow-file.schema.json").read_text(encoding="utf-8"))
+
+
 def test_validate_empty_and_missing_folders(tmp_path):
     empty = cli("validate", tmp_path)
     assert empty.returncode == 1
@@ -275,6 +295,25 @@ def test_script_timeout(tmp_path, plan_file):
     result = cli("test-script", script, "--input", plan_file, "--timeout", "0.2")
     assert result.returncode == 1
     assert "ScriptTimeout" in json.loads(result.stdout)["attributes"]["log.script.error"]
+
+
+def test_what_a_script_prints_stays_off_the_json(tmp_path, plan_file):
+    script = write(tmp_path / "chatty.py", """\
+        print("looking at plan", 7)
+        outputStream.write(input_text)
+    """)
+    result = cli("test-script", script, "--input", plan_file)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["result_data"]["pk"] == 7
+    assert "STDOUT: looking at plan 7" in result.stderr
+
+
+def test_an_output_that_is_not_json_is_noted(tmp_path, plan_file):
+    script = write(tmp_path / "twice.py", "outputStream.write(input_text)\noutputStream.write(input_text)\n")
+    result = cli("test-script", script, "--input", plan_file)
+    assert result.returncode == 0
+    assert isinstance(json.loads(result.stdout)["result_data"], str)
+    assert "the output is not JSON: as a Script Step this plan would fail at its transform" in result.stderr
 
 
 def test_script_that_transfers_to_failure_is_noted(tmp_path, plan_file):

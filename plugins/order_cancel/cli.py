@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from order_cancel.config import flow_files, flows_dir
+from order_cancel.config import flow_files, flows_dir, json_schema
 from order_cancel.mapping import JoltMapping, MappingError, load_spec_file
 from order_cancel.scripting import DEFAULT_TIMEOUT, Script, ScriptFailed, ScriptSyntaxError
-from order_cancel.validation import validate_flows
+from order_cancel.validation import inspect_flows
 
 USAGE_ERROR = 2
 
@@ -102,12 +102,16 @@ def _validate(args: argparse.Namespace) -> int:
     if not flow_files(folder):
         print(f"no flow files in {folder}", file=sys.stderr)
         return 1
-    flows, errors = validate_flows(folder)
-    for error in errors:
+    inspection = inspect_flows(folder)
+    for flow in inspection.loaded:
+        if flow.effective_schedule.note:
+            print(f"note: {flow.source}: schedule: {flow.effective_schedule.note}", file=sys.stderr)
+    for error in inspection.errors:
         for problem in error.problems:
             print(f"{error.path}: {problem}")
-    if errors:
+    if inspection.errors:
         return 1
+    flows = inspection.sound
     print(f"{len(flows)} flow file(s) OK: {', '.join(flow.flow_id for flow in flows)}")
     return 0
 
@@ -130,7 +134,16 @@ def _test_script(args: argparse.Namespace) -> int:
     _print_logs(run.logs)
     if run.transferred == "failure":
         print("the script transferred the flow file to REL_FAILURE: in a Script Step the plan fails", file=sys.stderr)
-    _print_json({"result_data": _json_or_text(run.output_text), "attributes": run.attributes})
+    try:
+        result_data = json.loads(run.output_text)
+    except ValueError:
+        result_data = run.output_text
+        print(
+            "the output is not JSON: as a Script Step this plan would fail at its transform "
+            "(a response or post script's output is not used)",
+            file=sys.stderr,
+        )
+    _print_json({"result_data": result_data, "attributes": run.attributes})
     return 0
 
 
@@ -142,6 +155,11 @@ def _test_mapping(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 1
     _print_json(result)
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    _print_json(json_schema())
     return 0
 
 
@@ -171,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--timeout", type=_positive_seconds, default=DEFAULT_TIMEOUT, metavar="S",
                          help=f"time limit in seconds (default {DEFAULT_TIMEOUT:g})")
     command.set_defaults(handler=_test_script)
+
+    command = commands.add_parser(
+        "schema", help="print the flow file's JSON Schema (for editors; include/flow-file.schema.json is this output)"
+    )
+    command.set_defaults(handler=_schema)
 
     command = commands.add_parser("test-mapping", help="apply a Jolt spec file to one JSON document")
     command.add_argument("spec", type=_existing_file, metavar="SPEC")

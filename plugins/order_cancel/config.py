@@ -15,18 +15,21 @@ from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from croniter import croniter
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
+
+from order_cancel.schedule import Schedule, airflow_schedule
 
 FLOWS_DIR_ENV = "ORDER_CANCEL_FLOWS_DIR"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +38,9 @@ FLOW_FILE_PATTERNS = ("*.yaml", "*.yml")
 
 # Airflow refuses to expand a list longer than [core] max_map_length (1024 by default).
 MAX_PLANS_PER_RUN_LIMIT = 1024
-SCHEDULE_PRESETS = {"@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@annually"}
+# What Airflow's metadata database holds at most: a DAG tag, an id (connection, pool).
+TAG_MAX_LENGTH = 100
+ID_MAX_LENGTH = 250
 
 
 class CancelType(str, Enum):
@@ -86,40 +91,81 @@ def _resolve_flow_file(value: Path, info: ValidationInfo) -> Path:
 
 
 FlowFile = Annotated[Path, AfterValidator(_resolve_flow_file)]
+ConnId = Annotated[str, Field(min_length=1, max_length=ID_MAX_LENGTH)]
+Tag = Annotated[str, Field(min_length=1, max_length=TAG_MAX_LENGTH)]
+# A date ("2026-01-01") or a date and time; one type, so that a bad value gives one error.
+DateOrTime = Annotated[
+    dt.datetime,
+    WithJsonSchema({"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}),
+]
+
+
+def _mapping_source(value: Any, info: ValidationInfo) -> Any:
+    """A mapping is a spec file (a path) or the spec inline (a list or one operation object)."""
+    if isinstance(value, str):
+        return _resolve_flow_file(Path(value), info)
+    if value is None or isinstance(value, (list, dict)):
+        return value
+    raise ValueError("must be the path of a Jolt spec file, or the spec itself inline (a list of operations or one operation)")
+
+
+Mapping = Annotated[
+    Path | list[Any] | dict[str, Any] | None,
+    BeforeValidator(_mapping_source),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array"}, {"type": "object"}, {"type": "null"}]}),
+]
 
 
 class _Model(BaseModel):
-    # A misspelt key is an error that names it, never a silently ignored setting.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A misspelt key is an error that names it, never a silently ignored setting. The attribute
+    # docstrings become the JSON Schema's descriptions, which editors show while a user types.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class OmnitronSettings(_Model):
-    conn_id: str = Field(min_length=1)
+    """Omnitron API settings."""
+
+    conn_id: ConnId
+    """Airflow connection: host = Omnitron's domain URL, login/password = the API user."""
     timeout_seconds: float = Field(default=30, gt=0)
+    """Seconds to wait for each Omnitron answer."""
+
+
+def _split_channel_ids(value: Any) -> Any:
+    """The Integrator takes channel ids as "1,2,3"; a YAML list works too."""
+    if value is None:
+        return []
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+ChannelIds = Annotated[
+    list[int],
+    BeforeValidator(_split_channel_ids),
+    WithJsonSchema({"anyOf": [{"type": "array", "items": {"type": "integer"}}, {"type": "string"}, {"type": "integer"}]}),
+]
 
 
 class GetDataSettings(_Model):
-    channel_type: str = Field(min_length=1)
-    cancel_type: CancelType = CancelType.ALL
-    cancel_status: CancelStatus = CancelStatus.WAITING
-    channel_ids: list[int] = Field(default_factory=list)
-    # Completed flows: where the first run starts when the flow has no watermark yet
-    # (default: the start of that run's data interval, never "all history").
-    completed_since: dt.datetime | None = None
-    page_size: int = Field(default=100, ge=1, le=1000)
-    max_plans_per_run: int = Field(default=500, ge=1, le=100_000)
+    """Get Data From Omnitron: which cancellation plans a run takes."""
 
-    @field_validator("channel_ids", mode="before")
-    @classmethod
-    def _split_channel_ids(cls, value: Any) -> Any:
-        """The Integrator takes channel ids as "1,2,3"; a YAML list works too."""
-        if value is None:
-            return []
-        if isinstance(value, int):
-            return [value]
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+    channel_type: str = Field(min_length=1)
+    """The sales channel type of the plans (required)."""
+    cancel_type: CancelType = CancelType.ALL
+    """cancel, refund or all."""
+    cancel_status: CancelStatus = CancelStatus.WAITING
+    """The status of the plans to fetch."""
+    channel_ids: ChannelIds = Field(default_factory=list)
+    """Channel ids, a list or "1,2,3"; empty or absent = every channel."""
+    completed_since: DateOrTime | None = None
+    """Completed flows: where the very first run starts (default: the start of its data interval)."""
+    page_size: int = Field(default=100, ge=1, le=1000)
+    """Omnitron's page size (`limit`)."""
+    max_plans_per_run: int = Field(default=500, ge=1, le=100_000)
+    """At most this many plans per run; the rest wait for the next run."""
 
 
 class TokenLogin(_Model):
@@ -127,14 +173,22 @@ class TokenLogin(_Model):
 
     type: Literal["token"]
     url: str = Field(min_length=1)
+    """The login URL: absolute, or relative to the ERP connection's host."""
     headers: dict[str, str] = Field(default_factory=dict)
+    """Extra headers of the login request."""
     extra_body: dict[str, Any] = Field(default_factory=dict)
+    """Extra fields of the login body, beside username and password."""
     token_path: str = "access_token"
+    """The dotted path of the token in the login answer."""
     header: str = "Authorization"
+    """The header that carries the token."""
     prefix: str | None = None
+    """Sent before the token (e.g. Bearer); without it the token is sent alone."""
 
 
 class BasicLogin(_Model):
+    """HTTP basic auth with the ERP connection's login and password."""
+
     type: Literal["basic"]
 
 
@@ -143,57 +197,83 @@ class HeaderLogin(_Model):
 
     type: Literal["header"]
     header: str = "Authorization"
+    """The header that carries the token."""
     prefix: str | None = None
+    """Sent before the token (e.g. Bearer)."""
 
 
 ErpLogin = Annotated[Union[TokenLogin, BasicLogin, HeaderLogin], Field(discriminator="type")]
 
 
 class ErpSettings(_Model):
-    conn_id: str = Field(min_length=1)
+    """The customer's ERP."""
+
+    conn_id: ConnId
+    """Airflow connection: host = the ERP's base URL, login/password = the ERP user (or the permanent token)."""
     login: ErpLogin | None = None
+    """token, basic or header; absent = no ERP authentication."""
     timeout_seconds: float = Field(default=30, gt=0)
-    # How often an auth_fail answer leads to a new ERP login and a resend before the plan is left for later.
+    """Seconds to wait for each ERP answer; no answer in time = do_nothing."""
     max_auth_retries: int = Field(default=2, ge=0, le=10)
-    # So that a slow ERP is not flooded by mapped tasks: an Airflow pool shared by every flow that
-    # writes to this ERP, and/or a cap on this run's ERP writes in flight.
-    pool: str | None = None
+    """New ERP logins and resends after auth_fail, before the plan is left for a later run."""
+    pool: str | None = Field(default=None, min_length=1, max_length=256)
+    """An Airflow pool shared by every flow that writes to this ERP."""
     max_parallel_writes: int | None = Field(default=None, ge=1)
+    """ERP writes of one run in flight at most."""
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+Method = Annotated[
+    HttpMethod,
+    BeforeValidator(_upper),
+    WithJsonSchema({"enum": [case(method.value) for method in HttpMethod for case in (str.upper, str.lower)]}),
+]
 
 
 class WriteErpSettings(_Model):
-    url: str = Field(min_length=1)
-    method: HttpMethod = HttpMethod.POST
-    custom_response: bool = False
-    response_script: FlowFile | None = None
+    """Write Data to ERP."""
 
-    @field_validator("method", mode="before")
-    @classmethod
-    def _upper_method(cls, value: Any) -> Any:
-        return value.upper() if isinstance(value, str) else value
+    url: str = Field(min_length=1)
+    """The Cancellation API URL: absolute, or relative to the ERP connection's host."""
+    method: Method = HttpMethod.POST
+    """POST, GET (the body as query parameters), PUT or PATCH."""
+    custom_response: bool = False
+    """true = a response script decides each plan's relation; false = the default table."""
+    response_script: FlowFile | None = None
+    """The response script (default: the Integrator's default template)."""
 
 
 class WriteOmnitronSettings(_Model):
+    """Write Data to Omnitron."""
+
     next_state: NextState = NextState.APPROVED
+    """The plan's state once the ERP accepted it (ignored by completed and order_transaction flows)."""
 
 
 class WebhookAlarm(_Model):
     """An HTTP connection (host = the webhook's base URL) and the path to POST the alarm to."""
 
-    conn_id: str = Field(min_length=1)
+    conn_id: ConnId
     endpoint: str | None = None
 
 
 class EmailAlarm(_Model):
+    """Alarm e-mails through an SMTP connection."""
+
     to: list[str] = Field(min_length=1)
-    conn_id: str = "smtp_default"
+    conn_id: ConnId = "smtp_default"
 
 
 class AlarmSettings(_Model):
     """The Integrator's alarms: a run's error rate, and the flow's average run time."""
 
     error_rate: float | None = Field(default=None, gt=0, le=1)
+    """Alarm when this share of a run's plans ends in failure or an error."""
     average_flow_time_seconds: float | None = Field(default=None, gt=0)
+    """Alarm when the average run time of the last `average_over_runs` runs is above this."""
     average_over_runs: int = Field(default=10, ge=1, le=100)
     webhook: WebhookAlarm | None = None
     email: EmailAlarm | None = None
@@ -203,35 +283,46 @@ class BatchSettings(_Model):
     """High-volume mode: map over batches of plans, each processing its plans concurrently."""
 
     size: int = Field(default=250, ge=1, le=1000)
+    """Plans per mapped task instance."""
     concurrency: int = Field(default=8, ge=1, le=64)
+    """Plans of a batch processed at the same time (threads)."""
 
 
 class FlowConfig(_Model):
-    """One flow file. Relative script and mapping paths are resolved against the flow file's folder."""
+    """One Order Cancel Flow (one Airflow DAG). Relative script and mapping paths are resolved
+    against the flow file's folder and must stay inside it. Credentials live in Airflow connections."""
 
     flow_id: str = Field(pattern=r"^[a-z0-9_]+$", max_length=200)
+    """The DAG id: lowercase letters, digits and underscores."""
     description: str | None = None
     schedule: str | None = None
-    start_date: dt.date | dt.datetime = dt.date(2026, 1, 1)
+    """A five-field cron, an Airflow preset (@hourly, @daily, ...) or a NiFi/Quartz cron with seconds 0; null = manual only."""
+    start_date: DateOrTime = dt.datetime(2026, 1, 1)
     timezone: str = "UTC"
-    tags: list[str] = Field(default_factory=list)
+    """The time zone the cron runs in (e.g. Europe/Istanbul)."""
+    tags: list[Tag] = Field(default_factory=list)
     catchup: bool = False
     retries: int = Field(default=2, ge=0, le=20)
+    """Airflow retries of each task (exponential backoff); never for failures a retry cannot mend."""
     retry_delay_seconds: float = Field(default=30, ge=0)
 
     omnitron: OmnitronSettings
     get_data: GetDataSettings
     script: FlowFile | None = None
-    mapping: FlowFile | list[Any] | dict[str, Any] | None = None
+    """Script Step: a Python file run once per plan."""
+    mapping: Mapping = None
+    """Mapping Step: a Jolt spec file (a chain array or one operation), or the spec inline."""
     script_timeout_seconds: float = Field(default=300, gt=0)
-    # Static attributes every script of the flow reads with get_attribute (e.g. a CRM URL).
+    """The time limit of every script run."""
     attributes: dict[str, str] = Field(default_factory=dict)
+    """Static attributes every script of the flow reads with get_attribute (e.g. a CRM URL)."""
     erp: ErpSettings
     write_erp: WriteErpSettings
     write_omnitron: WriteOmnitronSettings = WriteOmnitronSettings()
     post_script: FlowFile | None = None
-    # Fetch and transform the real plans, record each ERP request, send and write nothing.
+    """Post Script: runs after an accepted plan's Omnitron write; its output is not used."""
     dry_run: bool = False
+    """Fetch and transform the real plans, record each ERP request, send and write nothing."""
     batch: BatchSettings | None = None
     alarms: AlarmSettings | None = None
 
@@ -251,11 +342,13 @@ class FlowConfig(_Model):
     @field_validator("schedule")
     @classmethod
     def _valid_schedule(cls, value: str | None) -> str | None:
-        if value is None or value in SCHEDULE_PRESETS:
-            return value
-        if not croniter.is_valid(value):
-            raise ValueError(f"{value!r} is neither a cron expression nor one of {sorted(SCHEDULE_PRESETS)}")
+        airflow_schedule(value)  # raises ScheduleError (a ValueError) with a sentence
         return value
+
+    @property
+    def effective_schedule(self) -> Schedule:
+        """The schedule as Airflow runs it (a Quartz cron becomes its five-field twin)."""
+        return airflow_schedule(self.schedule)
 
     @field_validator("timezone")
     @classmethod
@@ -271,6 +364,12 @@ class FlowConfig(_Model):
         return self._source
 
 
+def json_schema() -> dict[str, Any]:
+    """The flow file's JSON Schema (draft 2020-12), for editors: fields, types, defaults, help."""
+    schema = FlowConfig.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema, "title": "Order Cancel Flow file"}
+
+
 class FlowConfigError(Exception):
     """A flow file that cannot be used; `problems` holds one line per field."""
 
@@ -280,16 +379,81 @@ class FlowConfigError(Exception):
         super().__init__("\n".join(f"{path}: {problem}" for problem in problems))
 
 
-def _describe(error: dict[str, Any]) -> str:
-    location = ".".join(str(part) for part in error["loc"])
+class _FlowFileLoader(yaml.SafeLoader):
+    """YAML as flow files use it: dates stay text, so the models parse them (and name a bad one)."""
+
+
+_FlowFileLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _duplicate_keys(node: yaml.Node, path: tuple[str, ...] = ()) -> list[str]:
+    """A key given twice in one mapping: YAML keeps the last one silently, a flow file must not."""
+    problems: list[str] = []
+    if isinstance(node, yaml.MappingNode):
+        first_lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key, line = str(key_node.value), key_node.start_mark.line + 1
+            if key in first_lines:
+                problems.append(f"{'.'.join((*path, key))}: given twice, on lines {first_lines[key]} and {line}")
+            first_lines.setdefault(key, line)
+            problems += _duplicate_keys(value_node, (*path, key))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            problems += _duplicate_keys(item, (*path, str(index)))
+    return problems
+
+
+def _parse_yaml(text: str, path: Path) -> Any:
+    loader = _FlowFileLoader(text)
+    try:
+        node = loader.get_single_node()
+        problems = _duplicate_keys(node) if node is not None else []
+        if problems:
+            raise FlowConfigError(path, problems)
+        return loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+
+
+def _field_path(location: tuple[Any, ...], data: Any) -> str:
+    """The error's location as the flow file's fields: pydantic's union and validator steps left out."""
+    parts: list[str] = []
+    for index, part in enumerate(location):
+        last = index == len(location) - 1
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        elif not (last and isinstance(part, str) and part.isidentifier()):
+            continue  # a union member or validator (`token`, `function-after[...]`), not a field
+        parts.append(str(part))
+    return ".".join(parts)
+
+
+# Error types whose message does not show the value that was given.
+_VALUE_NOT_SHOWN = {"missing", "extra_forbidden", "value_error"}
+
+
+def _describe(error: dict[str, Any], data: Any) -> str:
+    location = _field_path(tuple(error["loc"]), data)
     message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "union_tag_invalid":  # erp.login's `type`
+        context = error["ctx"]
+        location = f"{location}.{context['discriminator'].strip(chr(39))}"
+        message = f"must be one of {context['expected_tags']} (given: {context['tag']!r})"
+    given = error.get("input")
+    if error["type"] not in _VALUE_NOT_SHOWN and isinstance(given, (str, int, float)) and len(repr(given)) <= 80:
+        message = f"{message} (given: {given!r})"
     return f"{location}: {message}" if location else message
 
 
 def read_flow_file(path: Path) -> dict[str, Any]:
     """Step 1: parse the YAML of one flow file into a mapping."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = _parse_yaml(path.read_text(encoding="utf-8"), path)
     except (OSError, UnicodeDecodeError) as exc:
         raise FlowConfigError(path, [f"cannot read the file: {exc}"]) from None
     except yaml.YAMLError as exc:
@@ -304,14 +468,23 @@ def validate_flow(data: dict[str, Any], path: Path) -> FlowConfig:
     try:
         flow = FlowConfig.model_validate(data, context={"source": path})
     except ValidationError as exc:
-        raise FlowConfigError(path, [_describe(error) for error in exc.errors()]) from None
+        raise FlowConfigError(path, [_describe(error, data) for error in exc.errors()]) from None
     flow._source = path
     return flow
 
 
 def load_flow(path: Path) -> FlowConfig:
     path = Path(path)
-    return validate_flow(read_flow_file(path), path)
+    try:
+        return validate_flow(read_flow_file(path), path)
+    except FlowConfigError:
+        raise
+    except Exception as exc:  # a case nobody foresaw still breaks only this file, and names it
+        raise FlowConfigError(path, [f"cannot be loaded: {type(exc).__name__}: {exc}"]) from exc
+
+
+class FlowsFolderError(Exception):
+    """The flows folder is missing, not a folder, or cannot be listed."""
 
 
 def flows_dir() -> Path:
@@ -319,11 +492,20 @@ def flows_dir() -> Path:
 
 
 def flow_files(folder: Path) -> list[Path]:
-    return sorted({path for pattern in FLOW_FILE_PATTERNS for path in folder.glob(pattern)})
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise FlowsFolderError(f"the flows folder {folder} {what} (set {FLOWS_DIR_ENV} to the folder of the flow files)")
+    try:
+        return sorted({path for pattern in FLOW_FILE_PATTERNS for path in folder.glob(pattern)})
+    except OSError as exc:
+        raise FlowsFolderError(f"the flows folder {folder} cannot be read: {exc}") from None
 
 
 def load_flows(folder: Path | None = None) -> tuple[list[FlowConfig], list[FlowConfigError]]:
-    """Every flow of a folder: the good ones, and one error per bad file (a bad file never hides the others)."""
+    """Every flow of a folder: the good ones, and one error per bad file (a bad file never hides the others).
+
+    Raises FlowsFolderError when the folder itself cannot be listed.
+    """
     flows: list[FlowConfig] = []
     errors: list[FlowConfigError] = []
     seen: dict[str, Path] = {}

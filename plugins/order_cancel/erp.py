@@ -15,7 +15,7 @@ from urllib.parse import urljoin
 import requests
 
 from order_cancel.config import BasicLogin, HeaderLogin, TokenLogin
-from order_cancel.http_session import HttpSession
+from order_cancel.http_session import HttpSession, failure, shown_url
 from order_cancel.tokens import TokenStore
 
 # An ERP answer is kept for the response script and the task's XCom; a runaway answer must not
@@ -24,7 +24,12 @@ MAX_ANSWER_BYTES = 256 * 1024
 
 
 class ErpLoginError(Exception):
-    """The ERP refused the login or answered without a token. The message names no credential."""
+    """The ERP login got no usable answer (no connection, a 5xx): a retry may mend it. The message
+    names no credential."""
+
+
+class ErpLoginRefused(ErpLoginError):
+    """The ERP refused the credentials or answered without a token: a retry cannot mend it."""
 
 
 @dataclass(frozen=True)
@@ -84,15 +89,17 @@ class ErpClient:
         try:
             response = self.session.post(url, json=body, headers=settings.headers, timeout=self.timeout)
         except requests.RequestException as exc:
-            raise ErpLoginError(f"ERP login at {url} failed: {type(exc).__name__}") from None
+            raise ErpLoginError(f"ERP login failed: {failure(exc, url)}") from None
+        if response.status_code >= 500:
+            raise ErpLoginError(f"ERP login at {shown_url(url)} answered HTTP {response.status_code}")
         if not response.ok:
-            raise ErpLoginError(f"ERP login at {url} refused user {self._username!r} (HTTP {response.status_code})")
+            raise ErpLoginRefused(f"ERP login at {shown_url(url)} refused user {self._username!r} (HTTP {response.status_code})")
         try:
             token = _dig(response.json(), settings.token_path)
         except (ValueError, KeyError, IndexError, TypeError):
             token = None
         if not isinstance(token, str) or not token:
-            raise ErpLoginError(f"ERP login at {url} answered no token at {settings.token_path!r}")
+            raise ErpLoginRefused(f"ERP login at {shown_url(url)} answered no token at {settings.token_path!r}")
         self.tokens.put(self._token_key, token)
 
     def auth_headers(self) -> dict[str, str]:

@@ -13,7 +13,8 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable, task_group
 
-from order_cancel.config import CancelStatus, FlowConfig, load_flows
+from order_cancel.config import CancelStatus, FlowConfig, FlowConfigError, FlowsFolderError, load_flows
+from order_cancel.validation import inspect_flows
 from order_cancel.operators import (
     BATCH_LABEL,
     AdvanceWatermarkOperator,
@@ -39,19 +40,18 @@ class BrokenFlowFiles(Exception):
 def schedule_of(flow: FlowConfig) -> CronDataIntervalTimetable | str | None:
     # Cron schedules get data intervals (previous tick to this tick), which backfills and
     # completed-status windows rely on; the time zone makes "0 0 * * *" midnight in that zone.
-    if flow.schedule is None or flow.schedule == "@once":
-        return flow.schedule
-    return CronDataIntervalTimetable(flow.schedule, timezone=pendulum.timezone(flow.timezone))
+    expression = flow.effective_schedule.expression
+    if expression is None or expression == "@once":
+        return expression
+    return CronDataIntervalTimetable(expression, timezone=pendulum.timezone(flow.timezone))
 
 
 def start_date_of(flow: FlowConfig) -> pendulum.DateTime:
-    start = flow.start_date
-    if not isinstance(start, dt.datetime):
-        start = dt.datetime.combine(start, dt.time())
-    return pendulum.instance(start.replace(tzinfo=None), tz=pendulum.timezone(flow.timezone))
+    return pendulum.instance(flow.start_date.replace(tzinfo=None), tz=pendulum.timezone(flow.timezone))
 
 
 def build_dag(flow: FlowConfig) -> DAG:
+    note = flow.effective_schedule.note
     with DAG(
         dag_id=flow.flow_id,
         description=flow.description or f"Order Cancel Flow from {Path(flow.source or '').name}",
@@ -66,7 +66,9 @@ def build_dag(flow: FlowConfig) -> DAG:
             "retry_exponential_backoff": True,
             "max_retry_delay": dt.timedelta(minutes=30),
         },
-        doc_md=f"Order Cancel Flow `{flow.flow_id}`, defined in `{flow.source}`.",
+        doc_md=f"Order Cancel Flow `{flow.flow_id}`, defined in `{flow.source}`." + (f" Its {note}." if note else ""),
+        # Registered by the DAG file only once it is whole (see `build_dags`), never half-built.
+        auto_register=False,
     ) as dag:
         login = LoginOperator(task_id="login", flow=flow)
         fetch = FetchPlansOperator(task_id="fetch_plans", flow=flow)
@@ -109,14 +111,52 @@ def _batch_tasks(flow: FlowConfig, fetch: FetchPlansOperator):
     return batch.expand(plan_refs=fetch.output), ["plan_batch"]
 
 
+def _guarded_build(flow: FlowConfig) -> DAG:
+    """A flow's DAG, or FlowConfigError naming its file: whatever goes wrong stays with that flow."""
+    try:
+        dag = build_dag(flow)
+        dag.validate()
+    except Exception as exc:
+        raise FlowConfigError(flow.source, [f"the DAG cannot be built: {type(exc).__name__}: {exc}"]) from exc
+    return dag
+
+
 def build_dags(folder: Path | None = None) -> dict[str, DAG]:
-    flows, errors = load_flows(folder)
-    for error in errors:
-        log.warning("Flow file left out: %s", error)
-    return {flow.flow_id: build_dag(flow) for flow in flows}
+    """The DAGs of every flow file that loads; what does not is left to `report_broken_flows`."""
+    try:
+        flows, _ = load_flows(folder)
+    except FlowsFolderError as exc:
+        log.error("No order cancel flows: %s", exc)
+        return {}
+    dags = {}
+    for flow in flows:
+        if flow.effective_schedule.note:
+            log.warning("%s: schedule: %s", flow.source, flow.effective_schedule.note)
+        try:
+            dags[flow.flow_id] = _guarded_build(flow)
+        except FlowConfigError as exc:
+            log.error("Flow file left out: %s", exc)
+    return dags
 
 
 def report_broken_flows(folder: Path | None = None) -> None:
-    _, errors = load_flows(folder)
+    """Raises BrokenFlowFiles with one `<file>: <field>: <problem>` line per problem of the folder.
+
+    It covers what loading refuses, what keeps a loaded flow from running (a script that does
+    not compile, a Jolt spec that does not build: their DAGs still load, with their history), and
+    a DAG that cannot be built.
+    """
+    try:
+        inspection = inspect_flows(folder)
+    except FlowsFolderError as exc:
+        raise BrokenFlowFiles(str(exc)) from None
+    errors = list(inspection.errors)
+    for flow in inspection.loaded:
+        try:
+            _guarded_build(flow)
+        except FlowConfigError as exc:
+            errors.append(exc)
     if errors:
-        raise BrokenFlowFiles("\n".join(str(error) for error in errors))
+        lines = [str(error) for error in sorted(errors, key=lambda error: str(error.path))]
+        files = len({error.path for error in errors})
+        raise BrokenFlowFiles(f"{files} flow file(s) with problems (each line: file: field: problem):\n" + "\n".join(lines))

@@ -20,10 +20,14 @@ from order_cancel.erp import ErpClient
 from order_cancel.omnitron import OmnitronClient
 
 
+class ConnectionSettingsError(ValueError):
+    """A connection that cannot work as set (no host): a retry cannot mend it."""
+
+
 def base_url(conn: Any) -> str:
     host = (conn.host or "").strip()
     if not host:
-        raise ValueError(f"connection {conn.conn_id!r} has no host (the Omnitron or ERP base URL)")
+        raise ConnectionSettingsError(f"connection {conn.conn_id!r} has no host (the Omnitron or ERP base URL)")
     if "://" not in host:
         scheme = conn.schema or ("https" if conn.conn_type == "https" else "http")
         host = f"{scheme}://{host}"

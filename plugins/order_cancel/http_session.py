@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
@@ -26,3 +26,27 @@ class HttpSession(requests.Session):
         if key not in self._environment:
             self._environment[key] = super().merge_environment_settings(url, proxies, stream, verify, cert)
         return dict(self._environment[key])
+
+
+def shown_url(url: str) -> str:
+    """A URL fit for a message: scheme, host, port and path; no user info, no query string."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def failure(exc: requests.RequestException, url: str) -> str:
+    """Why a request got no answer, naming the URL it tried: "ConnectionError: ... (connection refused)"."""
+    text = str(exc)
+    if isinstance(exc, requests.Timeout):
+        reason = "timed out"
+    elif "Connection refused" in text:
+        reason = "connection refused"
+    elif "NameResolutionError" in text or "Name or service not known" in text:
+        reason = "host name not found"
+    elif "SSL" in text or "certificate" in text:
+        reason = "TLS error"
+    else:
+        reason = "no answer"
+    return f"{type(exc).__name__} at {shown_url(url)} ({reason})"

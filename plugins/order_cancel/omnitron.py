@@ -13,7 +13,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from order_cancel.http_session import HttpSession
+from order_cancel.http_session import HttpSession, failure, shown_url
 from order_cancel.tokens import TokenStore
 
 LOGIN_PATH = "api/v1/auth/login/"
@@ -35,7 +35,7 @@ class OmnitronError(Exception):
 
 
 class OmnitronLoginError(OmnitronError):
-    pass
+    """Omnitron refused the credentials (or answered no token): a retry cannot mend it."""
 
 
 @dataclass(frozen=True)
@@ -101,13 +101,13 @@ class OmnitronClient:
         response = self._send("POST", LOGIN_PATH, json={"username": self._username, "password": self._password})
         if response.status_code == 400:
             raise OmnitronLoginError(
-                f"Omnitron login at {self.base_url} refused the credentials of user {self._username!r} (HTTP 400)",
+                f"Omnitron login at {shown_url(self.base_url)} refused the credentials of user {self._username!r} (HTTP 400)",
                 400,
             )
         _raise_for_status(response, "POST", LOGIN_PATH)
         token = _json(response, "POST", LOGIN_PATH).get("key")
         if not token:
-            raise OmnitronLoginError(f"Omnitron login at {self.base_url} answered without a token", response.status_code)
+            raise OmnitronLoginError(f"Omnitron login at {shown_url(self.base_url)} answered without a token", response.status_code)
         self.tokens.put(self._token_key, token)
 
     def _token(self) -> str:
@@ -123,7 +123,7 @@ class OmnitronClient:
         try:
             return self.session.request(method, url, timeout=self.timeout, **kwargs)
         except requests.RequestException as exc:
-            raise OmnitronError(f"Omnitron {method} {_path(url)} failed: {type(exc).__name__}") from None
+            raise OmnitronError(f"Omnitron {method} failed: {failure(exc, url)}") from None
 
     def request(self, method: str, path_or_url: str, **kwargs: Any) -> Any:
         """An authenticated call that answers parsed JSON; a 401 means an expired token: log in once and repeat."""

@@ -24,18 +24,30 @@ from order_cancel.airflow_api import AIRFLOW_API_CONN_ID, AirflowApi
 from order_cancel.alarms import RunReport, crossed, recent_run_times, run_times_key
 from order_cancel.batch import BatchRunner, Checkpoint, batches, checkpoint_key, per_thread
 from order_cancel.config import CancelStatus, FlowConfig
-from order_cancel.erp import ErpLoginError
+from order_cancel.erp import ErpLoginRefused
 from order_cancel.evaluation import EvaluationError
 from order_cancel.fetch import fetch_work_items
-from order_cancel.hooks import ErpHook, OmnitronHook
+from order_cancel.hooks import ConnectionSettingsError, ErpHook, OmnitronHook
 from order_cancel.mapping import MappingError
+from order_cancel.omnitron import OmnitronLoginError
 from order_cancel.plan_steps import DRY_RUN, FlowSteps, PlanDataError
-from order_cancel.scripting import ScriptFailed, logged_attributes
+from order_cancel.scripting import ScriptError, logged_attributes
 from order_cancel.summary import PLAN_ERROR_KEY, SUMMARY_KEY, flatten, summarize
 from order_cancel.watermark import Watermark, iso, run_window, variable_key
 
-# Failures that a retry of the same input cannot mend: the plan fails at once, without retries.
-PLAN_FAILURES = (ScriptFailed, MappingError, PlanDataError, EvaluationError)
+# Failures that a retry cannot mend: the task fails at once, without retries. Scripts and specs
+# (of any kind: syntax, exception, time limit, bad output), refused credentials, a connection that
+# is not defined or has no host. Timeouts, 5xx and refused connections keep their retries.
+UNMENDABLE = (
+    ScriptError,
+    MappingError,
+    PlanDataError,
+    EvaluationError,
+    OmnitronLoginError,
+    ErpLoginRefused,
+    AirflowNotFoundException,
+    ConnectionSettingsError,
+)
 
 NEXT_WATERMARK_KEY = "next_watermark"
 ITEM_KEY_PREFIX = "plan_item."
@@ -71,13 +83,23 @@ def stored_plans(context: Any, prefix: str) -> Any:
 
 
 class FlowOperator(BaseOperator):
-    """An operator that belongs to one flow file."""
+    """An operator that belongs to one flow file. Subclasses implement `run`; a failure that a
+    retry cannot mend (`UNMENDABLE`) fails the task without its retries."""
 
     ui_color = "#e8f0fe"
 
     def __init__(self, *, flow: FlowConfig, **kwargs: Any):
         super().__init__(**kwargs)
         self.flow = flow
+
+    def execute(self, context: Any) -> Any:
+        try:
+            return self.run(context)
+        except UNMENDABLE as exc:
+            raise AirflowFailException(f"{exc} (not retried: a retry cannot mend this)") from exc
+
+    def run(self, context: Any) -> Any:
+        raise NotImplementedError
 
 
 def _level(name: str) -> int:
@@ -99,14 +121,11 @@ class LoginOperator(FlowOperator):
     def __init__(self, **kwargs: Any):
         super().__init__(do_xcom_push=False, **kwargs)
 
-    def execute(self, context: Any) -> None:
+    def run(self, context: Any) -> None:
         OmnitronHook(self.flow.omnitron).get_conn().login()
         self.log.info("Logged in to Omnitron with connection %r", self.flow.omnitron.conn_id)
         if self.flow.erp.login is not None and not is_dry_run(self.flow, context):
-            try:
-                ErpHook(self.flow.erp).get_conn().login()
-            except ErpLoginError as exc:
-                raise AirflowFailException(str(exc)) from None
+            ErpHook(self.flow.erp).get_conn().login()
             self.log.info("ERP login (%s) with connection %r is ready", self.flow.erp.login.type, self.flow.erp.conn_id)
 
 
@@ -122,7 +141,7 @@ class FetchPlansOperator(FlowOperator):
     """
 
     @long_lived_objects_frozen()
-    def execute(self, context: Any) -> list[dict[str, Any]]:
+    def run(self, context: Any) -> list[dict[str, Any]]:
         omnitron = OmnitronHook(self.flow.omnitron).get_conn()
         window = watermark = None
         if self.flow.get_data.cancel_status is CancelStatus.COMPLETED:
@@ -174,7 +193,7 @@ class AdvanceWatermarkOperator(FlowOperator):
     def __init__(self, **kwargs: Any):
         super().__init__(trigger_rule="all_done", **kwargs)
 
-    def execute(self, context: Any) -> str | None:
+    def run(self, context: Any) -> str | None:
         proposed = context["ti"].xcom_pull(task_ids="fetch_plans", key=NEXT_WATERMARK_KEY)
         if proposed is None:
             self.log.info("Nothing to move: no plans were fetched from the watermark in this run")
@@ -207,7 +226,7 @@ class PlanStepOperator(FlowOperator):
     def load_input(self, context: Any) -> dict[str, Any]:
         return self.step_input
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def run(self, context: Any) -> dict[str, Any]:
         ref = self.step_input["ref"]
         try:
             step_input = self.load_input(context)
@@ -216,7 +235,7 @@ class PlanStepOperator(FlowOperator):
             reason = getattr(exc, "attributes", {}).get("log.script.error") or f"{type(exc).__name__}: {exc}"
             context["ti"].xcom_push(key=PLAN_ERROR_KEY, value={"ref": ref, "step": self.task_id, "error": reason})
             self._log_attributes(getattr(exc, "attributes", {}))
-            if isinstance(exc, PLAN_FAILURES):
+            if isinstance(exc, UNMENDABLE):
                 raise AirflowFailException(f"plan {ref['plan_pk']} failed at {self.task_id}: {reason}") from exc
             raise
         for level, message in result.pop("logs", []):
@@ -284,7 +303,7 @@ class ProcessBatchOperator(FlowOperator):
         self.plan_refs = plan_refs
 
     @long_lived_objects_frozen()
-    def execute(self, context: Any) -> None:
+    def run(self, context: Any) -> None:
         """The batch's plans come from the XCom key fetch_plans stored them under for this map index."""
         ti = context["ti"]
         runner = BatchRunner(
@@ -325,7 +344,7 @@ class RunSummaryOperator(FlowOperator):
         self.plan_task_ids = list(plan_task_ids)
 
     @long_lived_objects_frozen()
-    def execute(self, context: Any) -> None:
+    def run(self, context: Any) -> None:
         ti = context["ti"]
         fetched = ti.xcom_pull(task_ids="fetch_plans")
         if fetched is None:

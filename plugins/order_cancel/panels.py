@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from order_cancel.config import FlowConfig, load_flows
+from order_cancel.config import FlowConfig, FlowsFolderError, load_flows
 from order_cancel.erp import MAX_ANSWER_BYTES, ErpAnswer
 from order_cancel.evaluation import STATUS_CODE_ATTRIBUTE, Relation, ResponseEvaluator
 from order_cancel.mapping import MappingError
@@ -60,7 +60,10 @@ class UnknownFlow(LookupError):
 
 def find_flow(flow_id: str, folder: Path | None = None) -> FlowConfig:
     """The flow of the flows folder (config.flows_dir()) with this id; broken files are skipped."""
-    flows, _ = load_flows(folder)
+    try:
+        flows, _ = load_flows(folder)
+    except FlowsFolderError as exc:
+        raise UnknownFlow(f"no flow {flow_id!r}: {exc}") from None
     for flow in flows:
         if flow.flow_id == flow_id:
             return flow
@@ -112,7 +115,10 @@ def describe_flow(flow: FlowConfig) -> dict[str, Any]:
 
 def list_flows(folder: Path | None = None) -> dict[str, Any]:
     """Every loadable flow, and the broken flow files (one line per problem)."""
-    flows, errors = load_flows(folder)
+    try:
+        flows, errors = load_flows(folder)
+    except FlowsFolderError as exc:
+        return {"flows": [], "broken": [str(exc)]}
     return {
         "flows": [describe_flow(flow) for flow in flows],
         "broken": [f"{Path(error.path).name}: {problem}" for error in errors for problem in error.problems],

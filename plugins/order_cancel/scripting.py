@@ -42,6 +42,7 @@ from typing import Any
 
 DEFAULT_TIMEOUT = 300.0
 ERROR_ATTRIBUTE = "log.script.error"
+STDOUT_LEVEL = "stdout"
 LOG_ATTRIBUTE_PREFIX = "log."
 
 # After the deadline the alarm repeats this often while the script still runs, in case the script
@@ -370,6 +371,15 @@ class _ScriptLog:
     def error(self, message: Any, *args: Any) -> None:
         self._add("error", message, args)
 
+    def print(self, *values: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None, flush: bool = False) -> None:
+        """The script's print(): a log record of level "stdout", so that nothing it prints lands
+        between a command's own output (`test-script`'s JSON) and each plan's lines stay its own."""
+        if file is not None:
+            builtins.print(*values, sep=sep, end=end, file=file, flush=flush)
+            return
+        text = (" " if sep is None else sep).join(str(value) for value in values)
+        self.records.append((STDOUT_LEVEL, text + ("\n" if end is None else end).removesuffix("\n")))
+
 
 class _RunContext:
     """The NiFi objects of one run, and the ScriptRun they add up to."""
@@ -641,6 +651,7 @@ class Script:
             raise ValueError(f"variables cannot replace the script API names {sorted(clashes)}")
         script_builtins = dict(vars(builtins))
         script_builtins["__import__"] = _script_import(replaced_modules)
+        script_builtins["print"] = context.log.print
         return {"__name__": "__script__", "__builtins__": script_builtins, **names, **variables}
 
     def _failure(

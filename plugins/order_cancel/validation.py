@@ -7,6 +7,7 @@ runs. Problems are reported as FlowConfigError, one `<field>: <message>` line ea
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from order_cancel.config import FlowConfig, FlowConfigError, load_flows
@@ -55,14 +56,28 @@ def check_flow(flow: FlowConfig) -> list[str]:
     return problems
 
 
-def validate_flows(folder: Path | None = None) -> tuple[list[FlowConfig], list[FlowConfigError]]:
-    """load_flows plus check_flow: the flows without problems, and one error per bad file, by file name."""
+@dataclass(frozen=True)
+class FlowInspection:
+    """Every loadable flow of a folder, and one error per file with problems (load or deep checks).
+
+    A loaded flow may have problems too (a script that does not compile): it can still become a
+    DAG, whose runs would fail.
+    """
+
+    loaded: list[FlowConfig]
+    errors: list[FlowConfigError]
+
+    @property
+    def sound(self) -> list[FlowConfig]:
+        broken = {error.path for error in self.errors}
+        return [flow for flow in self.loaded if flow.source not in broken]
+
+
+def inspect_flows(folder: Path | None = None) -> FlowInspection:
+    """load_flows plus check_flow; errors sorted by file name. Raises FlowsFolderError."""
     loaded, errors = load_flows(folder)
-    flows = []
     for flow in loaded:
         problems = check_flow(flow)
         if problems:
             errors.append(FlowConfigError(flow.source, problems))
-        else:
-            flows.append(flow)
-    return flows, sorted(errors, key=lambda error: str(error.path))
+    return FlowInspection(loaded, sorted(errors, key=lambda error: str(error.path)))
