@@ -2,7 +2,8 @@
 devtools/celery_stack.py (PostgreSQL, CeleryExecutor with Redis, the fakes), with 1 Celery worker and
 then with 2, in per-plan mode and in batch mode; wall time and plans/s of each.
 
-    PYTHONPATH=. .venv/bin/python -m bench.celery_throughput [--plans 200] [--concurrency 4] [--out bench/celery_results.json]
+    PYTHONPATH=. .venv/bin/python -m bench.celery_throughput [--plans 200] [--concurrency 4]
+        [--out bench/celery_results.json]
 
 PostgreSQL and Redis must run (devtools/ensure_services.sh). The stack gets a metadata database of
 its own (`airflow_order_cancel_bench`, dropped at the end), Redis database 9, free ports and a
@@ -70,8 +71,14 @@ def flow_document(flow_id: str, batch: dict | None) -> dict[str, Any]:
         "schedule": None,
         "retries": 0,
         "omnitron": {"conn_id": "omnitron_demo"},
-        "get_data": {"channel_type": "web", "cancel_type": "all", "cancel_status": "waiting",
-                     "channel_ids": [1, 2], "page_size": 100, "max_plans_per_run": 500},
+        "get_data": {
+            "channel_type": "web",
+            "cancel_type": "all",
+            "cancel_status": "waiting",
+            "channel_ids": [1, 2],
+            "page_size": 100,
+            "max_plans_per_run": 500,
+        },
         "mapping": "mappings/erp_cancel.json",
         "erp": {"conn_id": "erp_demo", "login": {"type": "token", "url": "/api/auth/login", "prefix": "Bearer"}},
         "write_erp": {"url": ERP_PATH, "method": "POST"},
@@ -101,8 +108,12 @@ class Bench:
     def fresh_plans(self, count: int) -> list[int]:
         pks = list(range(self.next_pk, self.next_pk + count))
         self.next_pk += count
-        self.fakes.add_plans([make_plan(pk, plan_type="refund" if pk % 4 == 0 else "cancel", channel=1 + pk % 2,
-                                        items=1 + pk % 3) for pk in pks])
+        self.fakes.add_plans(
+            [
+                make_plan(pk, plan_type="refund" if pk % 4 == 0 else "cancel", channel=1 + pk % 2, items=1 + pk % 3)
+                for pk in pks
+            ]
+        )
         return pks
 
     def run(self, mode: str, plans: int) -> dict[str, Any]:
@@ -118,9 +129,15 @@ class Bench:
             raise SystemExit(f"{dag_id} run {run_id} ended {run['state']}; not successful: {failed[:10]}")
         statuses = self.fakes.plan_statuses(pks)
         if set(statuses.values()) != {"approved"}:
-            raise SystemExit(f"{dag_id}: plans not approved: {[pk for pk, s in statuses.items() if s != 'approved'][:10]}")
+            raise SystemExit(
+                f"{dag_id}: plans not approved: {[pk for pk, s in statuses.items() if s != 'approved'][:10]}"
+            )
         wanted = set(pks)
-        sent = [c["body"]["cancellationId"] for c in self.fakes.erp_requests(ERP_PATH) if c["body"]["cancellationId"] in wanted]
+        sent = [
+            c["body"]["cancellationId"]
+            for c in self.fakes.erp_requests(ERP_PATH)
+            if c["body"]["cancellationId"] in wanted
+        ]
         if sorted(sent) != pks:
             raise SystemExit(f"{dag_id}: the ERP received {len(sent)} writes for {plans} plans")
         return {
@@ -136,19 +153,28 @@ class Bench:
     def by_worker(self, run_id: str) -> dict[str, int]:
         counts: dict[str, int] = {}
         for path in sorted(self.stack.stack.log_dir.glob("worker-*.log")):
-            counts[path.stem] = sum(1 for line in path.read_text(errors="replace").splitlines()
-                                    if "Executing workload in Celery" in line and f"run_id='{run_id}'" in line)
+            counts[path.stem] = sum(
+                1
+                for line in path.read_text(errors="replace").splitlines()
+                if "Executing workload in Celery" in line and f"run_id='{run_id}'" in line
+            )
         return {name: count for name, count in counts.items() if count}
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    lines = ["| workers | mode | plans | task instances | wall (s) | run duration (s) | plans/s | by worker |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| workers | mode | plans | task instances | wall (s) | run duration (s) | plans/s | by worker |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in results:
         by_worker = ", ".join(f"{name} {count}" for name, count in row["task_instances_by_worker"].items())
-        wall = f"{row['wall_s']}" + (f" (runs {', '.join(map(str, row['runs_wall_s']))})" if "runs_wall_s" in row else "")
-        lines.append(f"| {row['workers']} | {row['mode']} | {row['plans']} | {row['task_instances']} | {wall} "
-                     f"| {row['run_duration_s']} | {row['plans_per_s']} | {by_worker} |")
+        wall = f"{row['wall_s']}" + (
+            f" (runs {', '.join(map(str, row['runs_wall_s']))})" if "runs_wall_s" in row else ""
+        )
+        lines.append(
+            f"| {row['workers']} | {row['mode']} | {row['plans']} | {row['task_instances']} | {wall} "
+            f"| {row['run_duration_s']} | {row['plans_per_s']} | {by_worker} |"
+        )
     return "\n".join(lines)
 
 
@@ -158,16 +184,26 @@ def main(argv: list[str] | None = None) -> int:
     write_flows(base / "flows")
     port, omnitron_port, erp_port = free_ports(3)
     config = CeleryStackConfig(
-        home=base / "airflow-home", port=port, omnitron_port=omnitron_port, erp_port=erp_port, plans=0,
-        flows_dir=base / "flows", manual_only=True, workers=1, concurrency=args.concurrency, redis_db=9,
-        fresh=True, database="airflow_order_cancel_bench", inherit_airflow_env=False,
+        home=base / "airflow-home",
+        port=port,
+        omnitron_port=omnitron_port,
+        erp_port=erp_port,
+        plans=0,
+        flows_dir=base / "flows",
+        manual_only=True,
+        workers=1,
+        concurrency=args.concurrency,
+        redis_db=9,
+        fresh=True,
+        database="airflow_order_cancel_bench",
+        inherit_airflow_env=False,
         # A busy 2-core machine must not time out healthy tasks: keep a roomy heartbeat timeout here.
         heartbeat_timeout=60,
     )
     check_services(config)
     stack = CeleryStack(config)
     results: list[dict[str, Any]] = []
-    started_at = dt.datetime.now(dt.timezone.utc)
+    started_at = dt.datetime.now(dt.UTC)
     try:
         ready = stack.start()
         print(f"celery-bench: stack ready in {ready:.1f} s (home {config.home})", flush=True)
@@ -185,13 +221,19 @@ def main(argv: list[str] | None = None) -> int:
             for mode in MODES:
                 print(f"celery-bench: {workers} worker(s), {mode}, {args.plans} plans ...", flush=True)
                 runs = [bench.run(mode, args.plans) for _ in range(REPEATS[mode])]
-                row = {"workers": workers, "concurrency_per_worker": args.concurrency,
-                       **sorted(runs, key=lambda run: run["wall_s"])[len(runs) // 2]}
+                row = {
+                    "workers": workers,
+                    "concurrency_per_worker": args.concurrency,
+                    **sorted(runs, key=lambda run: run["wall_s"])[len(runs) // 2],
+                }
                 if len(runs) > 1:
                     row["runs_wall_s"] = [run["wall_s"] for run in runs]
                 results.append(row)
-                print(f"celery-bench:   {row['wall_s']} s wall, {row['plans_per_s']} plans/s, "
-                      f"{row['task_instances']} task instances {row['task_instances_by_worker']}", flush=True)
+                print(
+                    f"celery-bench:   {row['wall_s']} s wall, {row['plans_per_s']} plans/s, "
+                    f"{row['task_instances']} task instances {row['task_instances_by_worker']}",
+                    flush=True,
+                )
     finally:
         stack.stop()
         drop_database(config)
@@ -204,14 +246,29 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "celery_throughput",
         "started_at": started_at.isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "versions": {name: importlib.metadata.version(name) for name in
-                     ("apache-airflow", "apache-airflow-providers-celery", "celery", "kombu", "redis", "psycopg2-binary")},
-        "stack": {"executor": "CeleryExecutor", "broker": "redis", "result_backend": "postgresql",
-                  "metadata_db": "postgresql", "concurrency_per_worker": args.concurrency,
-                  "parallelism": config.parallelism, "flow": flow_document("celery_bench_per_plan", None),
-                  "batch": MODES["batch"]},
+        "versions": {
+            name: importlib.metadata.version(name)
+            for name in (
+                "apache-airflow",
+                "apache-airflow-providers-celery",
+                "celery",
+                "kombu",
+                "redis",
+                "psycopg2-binary",
+            )
+        },
+        "stack": {
+            "executor": "CeleryExecutor",
+            "broker": "redis",
+            "result_backend": "postgresql",
+            "metadata_db": "postgresql",
+            "concurrency_per_worker": args.concurrency,
+            "parallelism": config.parallelism,
+            "flow": flow_document("celery_bench_per_plan", None),
+            "batch": MODES["batch"],
+        },
         "wall_time": "trigger (POST dagRuns) until the REST API reports the run finished, polled every 0.5 s; "
-                     "batch rows: the median of 3 runs (runs_wall_s), per-plan rows: 1 run",
+        "batch rows: the median of 3 runs (runs_wall_s), per-plan rows: 1 run",
         "results": results,
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -19,12 +20,16 @@ from devtools.airflow_env import connection_json, use_local_airflow
 
 FLOWS_FILE = "order_cancel_flows.py"
 ERRORS_FILE = "order_cancel_flow_errors.py"
-# FlowSteps.build takes well under a millisecond: average several builds for a stable number.
+# PlanPipeline.build takes well under a millisecond: average several builds for a stable number.
 BUILD_REPEATS = 20
 
 
-def use_airflow(home: str, flows_dir: str | None = None, dags_folder: str | None = None,
-                connections: dict[str, list[str]] | None = None) -> None:
+def use_airflow(
+    home: str,
+    flows_dir: str | None = None,
+    dags_folder: str | None = None,
+    connections: dict[str, list[str]] | None = None,
+) -> None:
     use_local_airflow(Path(home))
     if flows_dir:
         os.environ["ORDER_CANCEL_FLOWS_DIR"] = flows_dir
@@ -62,8 +67,14 @@ def parse(home: str, flows_dir: str, dags_folder: str) -> dict[str, Any]:
 # -- b) and c-i) one run with dag.test() -------------------------------------------------------
 
 
-def dag_test(home: str, dag_file: str, dag_id: str, flows_dir: str | None = None, dags_folder: str | None = None,
-             connections: dict[str, list[str]] | None = None) -> dict[str, Any]:
+def dag_test(
+    home: str,
+    dag_file: str,
+    dag_id: str,
+    flows_dir: str | None = None,
+    dags_folder: str | None = None,
+    connections: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
     """One dag.test() run, timed; then what the run left in the metadata DB."""
     use_airflow(home, flows_dir, dags_folder, connections)
     from airflow.dag_processing.dagbag import DagBag
@@ -126,20 +137,23 @@ def _task_instances(dag_run: Any) -> dict[str, Any]:
 # -- c-ii) the HTTP floor ----------------------------------------------------------------------
 
 
-def http_floor(flow_file: str, omnitron_url: str, erp_url: str, omnitron_login: list[str],
-               erp_login: list[str]) -> dict[str, Any]:
+def http_floor(
+    flow_file: str, omnitron_url: str, erp_url: str, omnitron_login: list[str], erp_login: list[str]
+) -> dict[str, Any]:
     """The flow's HTTP calls in a plain loop on two kept-alive sessions: nothing but the wire and the fakes.
     The URLs and the list query come from the flow file, so the loop makes the calls the flow makes."""
     import requests
 
-    from order_cancel.config import load_flow
-    from order_cancel.fetch import plan_query
+    from order_cancel.flows.loading import load_flow
+    from order_cancel.flows.models import TokenLogin
+    from order_cancel.pipeline.fetch import plan_query
 
     flow = load_flow(Path(flow_file))
     omnitron, erp = requests.Session(), requests.Session()
     start = perf_counter()
     answer = omnitron.post(f"{omnitron_url}/api/v1/auth/login/", json=_credentials(omnitron_login))
     omnitron.headers["Authorization"] = f"Token {_ok(answer)['key']}"
+    assert isinstance(flow.erp.login, TokenLogin), "the benchmark's flows log in to the ERP with a token"
     answer = erp.post(f"{erp_url}{flow.erp.login.url}", json=_credentials(erp_login))
     erp.headers["Authorization"] = f"Bearer {_ok(answer)['access_token']}"
 
@@ -174,19 +188,21 @@ def transform(flow_file: str, plans: int) -> dict[str, Any]:
     """Script.run and JoltMapping.apply per plan, as the transform task calls them (JSON in and out
     included), without Airflow."""
     from bench.scenarios import bench_plans
-    from order_cancel.config import load_flow
-    from order_cancel.plan_steps import FlowSteps, plan_attributes, work_item
+    from order_cancel.flows.loading import load_flow
+    from order_cancel.pipeline.plan import WorkItem
+    from order_cancel.pipeline.steps import PlanPipeline, plan_attributes
 
     flow = load_flow(Path(flow_file))
-    steps = FlowSteps.build(flow)  # the first build also pays lazy imports; time the ones after it
+    steps = PlanPipeline.build(flow)  # the first build also pays lazy imports; time the ones after it
     start = perf_counter()
     for _ in range(BUILD_REPEATS):
-        FlowSteps.build(flow)
+        PlanPipeline.build(flow)
     build_s = (perf_counter() - start) / BUILD_REPEATS
     script_s = mapping_s = 0.0
     for plan in bench_plans(plans):
-        attributes = plan_attributes(flow, work_item(plan))
+        attributes = plan_attributes(flow, WorkItem.of(plan))
         start = perf_counter()
+        assert steps.script is not None and steps.mapping is not None, "the benchmark's flow has both"
         run = steps.script.run(json.dumps(plan, ensure_ascii=False), attributes, timeout=flow.script_timeout_seconds)
         middle = perf_counter()
         steps.mapping.apply(json.loads(run.output_text))
@@ -195,12 +211,17 @@ def transform(flow_file: str, plans: int) -> dict[str, Any]:
         "script_ms_per_plan": 1000 * script_s / plans,
         "mapping_ms_per_plan": 1000 * mapping_s / plans,
         "ms_per_plan": 1000 * (script_s + mapping_s) / plans,
-        # Every per-plan task builds FlowSteps (compiles the scripts, builds the Jolt chain) again.
+        # Every per-plan task builds its PlanPipeline (compiles the scripts, builds the Jolt chain) again.
         "build_ms": 1000 * build_s,
     }
 
 
-KINDS = {"parse": parse, "dag_test": dag_test, "http_floor": http_floor, "transform": transform}
+KINDS: dict[str, Callable[..., dict[str, Any]]] = {
+    "parse": parse,
+    "dag_test": dag_test,
+    "http_floor": http_floor,
+    "transform": transform,
+}
 
 
 def main(argv: list[str]) -> None:

@@ -21,8 +21,14 @@ def ratio(value: float) -> str:
 def parse_section(rows: list[dict[str, Any]]) -> list[str]:
     header = ["flow files", "DAGs", "order_cancel_flows.py s", "ms/flow", "cold s", "order_cancel_flow_errors.py s"]
     body = [
-        [str(row["flow_files"]), str(row["dags"]), seconds(row["parse_s"]),
-         f"{1000 * row['parse_s'] / row['flow_files']:.1f}", seconds(row["cold_parse_s"]), seconds(row["errors_file_s"])]
+        [
+            str(row["flow_files"]),
+            str(row["dags"]),
+            seconds(row["parse_s"]),
+            f"{1000 * row['parse_s'] / row['flow_files']:.1f}",
+            seconds(row["cold_parse_s"]),
+            seconds(row["errors_file_s"]),
+        ]
         for row in rows
     ]
     return [
@@ -37,17 +43,40 @@ def parse_section(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def runs_section(rows: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> list[str]:
-    header = ["mode", "plans", "run s", "peak RSS MB", "TIs", "TIs/plan", "ms/TI", "in tasks s",
-              "no-op floor s", "vs no-op", "HTTP floor s", "vs HTTP", "script+mapping ms/plan"]
+    header = [
+        "mode",
+        "plans",
+        "run s",
+        "peak RSS MB",
+        "TIs",
+        "TIs/plan",
+        "ms/TI",
+        "in tasks s",
+        "no-op floor s",
+        "vs no-op",
+        "HTTP floor s",
+        "vs HTTP",
+        "script+mapping ms/plan",
+    ]
     body = [
-        [row["mode"], str(row["plans"]), seconds(row["run_s"]), f"{row['peak_rss_mb']:.0f}",
-         str(row["task_instances"]), f"{row['tis_per_plan']:.2f}", f"{row['ms_per_ti']:.0f}",
-         seconds(row["details"]["run"]["in_tasks_s"]), seconds(row["noop_s"]), ratio(row["vs_noop"]),
-         seconds(row["http_s"]), ratio(row["vs_http"]), f"{row['transform_ms_per_plan']:.2f}"]
+        [
+            row["mode"],
+            str(row["plans"]),
+            seconds(row["run_s"]),
+            f"{row['peak_rss_mb']:.0f}",
+            str(row["task_instances"]),
+            f"{row['tis_per_plan']:.2f}",
+            f"{row['ms_per_ti']:.0f}",
+            seconds(row["details"]["run"]["in_tasks_s"]),
+            seconds(row["noop_s"]),
+            ratio(row["vs_noop"]),
+            seconds(row["http_s"]),
+            ratio(row["vs_http"]),
+            f"{row['transform_ms_per_plan']:.2f}",
+        ]
         for row in rows
     ]
-    body += [[row["mode"], str(row["plans"]), f"skipped: {row['note']}"] + [""] * (len(header) - 3)
-             for row in skipped]
+    body += [[row["mode"], str(row["plans"]), f"skipped: {row['note']}"] + [""] * (len(header) - 3) for row in skipped]
     return [
         "## b-e) One flow run with dag.test() against the fakes",
         "",
@@ -61,16 +90,23 @@ def runs_section(rows: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> l
 
 def tasks_section(rows: list[dict[str, Any]]) -> list[str]:
     """Mean duration of each task's instances, for every run and its no-op twin: which task grows with N."""
-    runs = [(f"{row['mode']}, {row['plans']} plans", row["details"][kind], kind)
-            for row in rows for kind in ("run", "noop")]
+    runs = [
+        (f"{row['mode']}, {row['plans']} plans", row["details"][kind], kind) for row in rows for kind in ("run", "noop")
+    ]
     if not runs:
         return []
     task_ids = list(dict.fromkeys(task_id for _, details, _ in runs for task_id in details["mean_ti_ms"]))
     header = ["run", "DAG", *task_ids, "list mapped over, MB"]
     body = [
-        [label, "flow" if kind == "run" else "no-op",
-         *(f"{details['mean_ti_ms'][task_id]:.0f}" if task_id in details["mean_ti_ms"] else "-" for task_id in task_ids),
-         f"{details['return_value_mb'].get('fetch_plans', 0):.2f}"]
+        [
+            label,
+            "flow" if kind == "run" else "no-op",
+            *(
+                f"{details['mean_ti_ms'][task_id]:.0f}" if task_id in details["mean_ti_ms"] else "-"
+                for task_id in task_ids
+            ),
+            f"{details['return_value_mb'].get('fetch_plans', 0):.2f}",
+        ]
         for label, details, kind in runs
     ]
     return [
@@ -84,7 +120,11 @@ def tasks_section(rows: list[dict[str, Any]]) -> list[str]:
 def marginal_section(marginal: dict[str, dict[str, float]]) -> list[str]:
     if not marginal:
         return []
-    lines = ["", "Cost of one more plan and of one more task instance (slope from the smallest to the largest run):", ""]
+    lines = [
+        "",
+        "Cost of one more plan and of one more task instance (slope from the smallest to the largest run):",
+        "",
+    ]
     for mode, cost in marginal.items():
         lines.append(
             f"- {mode}, {cost['from_plans']} -> {cost['to_plans']} plans: {cost['ms_per_plan']:.0f} ms per plan "
@@ -98,9 +138,13 @@ def goal_section(rows: list[dict[str, Any]]) -> list[str]:
     rows = [row for row in rows if "goal_s" in row]
     if not rows:
         return []
-    lines = ["", "Batch mode against the issue's goal for 500 plans: 2 x the HTTP floor + one batch's Airflow",
-             "overhead (the same DAG with one batch of no-op tasks, dag.test() set-up included), all measured",
-             "in this run:", ""]
+    lines = [
+        "",
+        "Batch mode against the issue's goal for 500 plans: 2 x the HTTP floor + one batch's Airflow",
+        "overhead (the same DAG with one batch of no-op tasks, dag.test() set-up included), all measured",
+        "in this run:",
+        "",
+    ]
     for row in rows:
         verdict = "met" if row["goal_met"] else "not met"
         lines.append(

@@ -63,11 +63,18 @@ class BenchmarkError(Exception):
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bin/bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--plans", default=",".join(map(str, DEFAULT_PLANS)),
-                        help="comma-separated plan counts of the flow runs (default: %(default)s)")
+    parser.add_argument(
+        "--plans",
+        default=",".join(map(str, DEFAULT_PLANS)),
+        help="comma-separated plan counts of the flow runs (default: %(default)s)",
+    )
     parser.add_argument("--quick", action="store_true", help=f"smoke run: plans {QUICK_PLANS} only")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json",
-                        help="results JSON; the markdown goes next to it as .md (default: %(default)s)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "bench" / "results.json",
+        help="results JSON; the markdown goes next to it as .md (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     args.plans = list(QUICK_PLANS) if args.quick else sorted({int(part) for part in args.plans.split(",")})
     return args
@@ -113,8 +120,10 @@ class Workspace:
 
 @contextlib.contextmanager
 def fresh_fakes(plans: int) -> Iterator[tuple[FakeOmnitron, FakeErp]]:
-    with FakeOmnitron(users=dict([OMNITRON_LOGIN])) as omnitron, \
-            FakeErp(auth="token", username=ERP_LOGIN[0], password=ERP_LOGIN[1]) as erp:
+    with (
+        FakeOmnitron(users=dict([OMNITRON_LOGIN])) as omnitron,
+        FakeErp(auth="token", username=ERP_LOGIN[0], password=ERP_LOGIN[1]) as erp,
+    ):
         omnitron.add_plans(bench_plans(plans))
         yield omnitron, erp
 
@@ -137,8 +146,13 @@ def check_delivered(what: str, omnitron: FakeOmnitron, erp: FakeErp, plans: int)
 def measure_parse(workspace: Workspace, flow_count: int) -> dict[str, Any]:
     folder = workspace.folder(f"parse-{flow_count}")
     write_flows(folder / "flows", [flow_document(f"bench_flow_{index:03d}") for index in range(flow_count)])
-    result = workspace.run_child(folder, "parse", home=str(folder / "home"), flows_dir=str(folder / "flows"),
-                                 dags_folder=str(FLOWS_DAG_FILE.parent))
+    result = workspace.run_child(
+        folder,
+        "parse",
+        home=str(folder / "home"),
+        flows_dir=str(folder / "flows"),
+        dags_folder=str(FLOWS_DAG_FILE.parent),
+    )
     if result["dags"] != flow_count or result["import_errors"]:
         raise BenchmarkError(f"parse of {flow_count} flow files: {result['dags']} DAGs, {result['import_errors']}")
     return {"flow_files": flow_count, **result}
@@ -150,8 +164,13 @@ def measure_run(workspace: Workspace, mode: Mode, plans: int) -> dict[str, Any]:
     write_flows(folder / "flows", [document])
     with fresh_fakes(plans) as (omnitron, erp):
         result = workspace.run_child(
-            folder, "dag_test", home=str(folder / "home"), dag_file=str(FLOWS_DAG_FILE),
-            dag_id=document["flow_id"], flows_dir=str(folder / "flows"), connections=connections(omnitron, erp),
+            folder,
+            "dag_test",
+            home=str(folder / "home"),
+            dag_file=str(FLOWS_DAG_FILE),
+            dag_id=document["flow_id"],
+            flows_dir=str(folder / "flows"),
+            connections=connections(omnitron, erp),
         )
         check_succeeded(f"{mode.name} run of {plans} plans", result)
         check_delivered(f"{mode.name} run of {plans} plans", omnitron, erp, plans)
@@ -161,8 +180,14 @@ def measure_run(workspace: Workspace, mode: Mode, plans: int) -> dict[str, Any]:
 def measure_noop(workspace: Workspace, shape: dict[str, Any]) -> dict[str, Any]:
     folder = workspace.folder(f"noop-{shape['items']}")
     dag_file = write_noop_dag(folder / "dags", "noop_floor", shape)
-    result = workspace.run_child(folder, "dag_test", home=str(folder / "home"), dag_file=str(dag_file),
-                                 dag_id="noop_floor", dags_folder=str(dag_file.parent))
+    result = workspace.run_child(
+        folder,
+        "dag_test",
+        home=str(folder / "home"),
+        dag_file=str(dag_file),
+        dag_id="noop_floor",
+        dags_folder=str(dag_file.parent),
+    )
     check_succeeded(f"no-op floor of {shape['items']} items", result)
     return result
 
@@ -178,8 +203,13 @@ def measure_http(workspace: Workspace, plans: int) -> dict[str, Any]:
     write_flows(folder / "flows", [document])
     with fresh_fakes(plans) as (omnitron, erp):
         result = workspace.run_child(
-            folder, "http_floor", flow_file=str(folder / "flows" / f"{document['flow_id']}.yaml"),
-            omnitron_url=omnitron.url, erp_url=erp.url, omnitron_login=OMNITRON_LOGIN, erp_login=ERP_LOGIN,
+            folder,
+            "http_floor",
+            flow_file=str(folder / "flows" / f"{document['flow_id']}.yaml"),
+            omnitron_url=omnitron.url,
+            erp_url=erp.url,
+            omnitron_login=OMNITRON_LOGIN,
+            erp_login=ERP_LOGIN,
         )
         check_delivered(f"HTTP floor of {plans} plans", omnitron, erp, plans)
     return result
@@ -189,13 +219,14 @@ def measure_transform(workspace: Workspace, plans: int) -> dict[str, Any]:
     folder = workspace.folder(f"transform-{plans}")
     document = run_flow_document(plans)
     write_flows(folder / "flows", [document])
-    return workspace.run_child(folder, "transform", flow_file=str(folder / "flows" / f"{document['flow_id']}.yaml"),
-                               plans=plans)
+    return workspace.run_child(
+        folder, "transform", flow_file=str(folder / "flows" / f"{document['flow_id']}.yaml"), plans=plans
+    )
 
 
 def unavailable(mode: Mode) -> str | None:
     """Why a mode cannot run with the project as it is now, if it cannot."""
-    from order_cancel.config import FlowConfig
+    from order_cancel.flows.models import FlowConfig
 
     if mode.needs_field and mode.needs_field not in FlowConfig.model_fields:
         return f"{mode.name} mode not available"
@@ -217,16 +248,22 @@ class Progress:
         print(f"[{self.done:2d}/{self.total}] {label} ...", end="", file=sys.stderr, flush=True)
         start = perf_counter()
         yield
-        print(f" {perf_counter() - start:.2f} s (total {perf_counter() - self.started:.0f} s)",
-              file=sys.stderr, flush=True)
+        print(
+            f" {perf_counter() - start:.2f} s (total {perf_counter() - self.started:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def benchmark(workspace: Workspace, plan_counts: list[int]) -> dict[str, Any]:
     modes = [mode for mode in MODES if not unavailable(mode)]
     runs_per_count = {n: [mode for mode in modes if n >= mode.min_plans] for n in plan_counts}
-    progress = Progress(len(PARSE_FLOW_COUNTS) + sum(
-        2 + sum(3 if mode.batched and n == GOAL_PLANS else 2 for mode in runs) for n, runs in runs_per_count.items()
-    ))
+    progress = Progress(
+        len(PARSE_FLOW_COUNTS)
+        + sum(
+            2 + sum(3 if mode.batched and n == GOAL_PLANS else 2 for mode in runs) for n, runs in runs_per_count.items()
+        )
+    )
     parse_rows = []
     for count in PARSE_FLOW_COUNTS:
         with progress.step(f"parse {count} flow file(s)"):
@@ -249,7 +286,10 @@ def benchmark(workspace: Workspace, plan_counts: list[int]) -> dict[str, Any]:
             run_rows.append(row)
     skipped = [
         {"mode": mode.name, "plans": plans, "note": unavailable(mode)}
-        for mode in MODES if unavailable(mode) for plans in plan_counts if plans >= mode.min_plans
+        for mode in MODES
+        if unavailable(mode)
+        for plans in plan_counts
+        if plans >= mode.min_plans
     ]
     return {"parse": parse_rows, "runs": run_rows, "skipped": skipped, "marginal": marginal_costs(run_rows)}
 
@@ -304,8 +344,14 @@ def marginal_costs(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def machine_info() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     return {
         "nproc": len(os.sched_getaffinity(0)),
         "cpu": cpu,
@@ -339,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     shutil.rmtree(workspace.root)
     results = {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(["bin/bench", *(sys.argv[1:] if argv is None else argv)]),
         "machine": machine_info(),
         "code": code,

@@ -70,7 +70,10 @@ MODES = (
     Mode("per-plan"),
     # The flow file's defaults (size 250, concurrency 8), then other batch sizes for the largest run.
     Mode("batch", {"batch": {}}, needs_field="batch", min_plans=100),
-    *(Mode(f"batch of {size}", {"batch": {"size": size}}, needs_field="batch", min_plans=500) for size in (50, 100, 500)),
+    *(
+        Mode(f"batch of {size}", {"batch": {"size": size}}, needs_field="batch", min_plans=500)
+        for size in (50, 100, 500)
+    ),
 )
 
 

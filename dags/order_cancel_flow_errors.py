@@ -4,6 +4,6 @@ The good flows load from order_cancel_flows.py; a bad flow file breaks nothing b
 its file name and field show up in Airflow's list of DAG import errors.
 """
 
-from order_cancel.factory import report_broken_flows
+from order_cancel.airflow.factory import report_broken_flows
 
 report_broken_flows()

@@ -39,13 +39,13 @@ from urllib.parse import urlsplit
 
 from devtools.airflow_env import ROOT
 from devtools.stack import (
-    add_stack_arguments,
-    banner_lines,
     ADMIN_PASSWORD,
     ADMIN_USER,
     Stack,
     StartupError,
+    add_stack_arguments,
     airflow_healthy,
+    banner_lines,
     base_env,
     fakes_command,
     get_json,
@@ -112,14 +112,16 @@ class CeleryStackConfig:
 
 # --- PostgreSQL and Redis ------------------------------------------------------------------------
 
+
 def _pg_admin(config: CeleryStackConfig):
     import psycopg2
 
     try:
         connection = psycopg2.connect(f"{config.pg_url}/postgres", connect_timeout=5)
     except psycopg2.OperationalError as exc:
-        raise ServiceUnavailable(f"PostgreSQL is not reachable at {config.pg_url} ({str(exc).strip()}); "
-                                 f"start it with {ENSURE_SERVICES}") from None
+        raise ServiceUnavailable(
+            f"PostgreSQL is not reachable at {config.pg_url} ({str(exc).strip()}); start it with {ENSURE_SERVICES}"
+        ) from None
     connection.autocommit = True
     return connection
 
@@ -132,8 +134,9 @@ def check_services(config: CeleryStackConfig) -> None:
     try:
         redis.Redis.from_url(config.broker_url, socket_connect_timeout=5).ping()
     except redis.RedisError as exc:
-        raise ServiceUnavailable(f"Redis is not reachable at {config.redis_url} ({exc}); "
-                                 f"start it with {ENSURE_SERVICES}") from None
+        raise ServiceUnavailable(
+            f"Redis is not reachable at {config.redis_url} ({exc}); start it with {ENSURE_SERVICES}"
+        ) from None
 
 
 def _valid_database_name(name: str) -> str:
@@ -177,38 +180,48 @@ def flush_broker(config: CeleryStackConfig) -> None:
 
 # --- the environment -----------------------------------------------------------------------------
 
+
 def celery_env(config: CeleryStackConfig) -> dict[str, str]:
     omnitron_url, erp_url = config.fake_urls()
-    env = base_env(config.home, port=config.port, flows_dir=config.flows_dir, omnitron_url=omnitron_url,
-                   erp_url=erp_url, manual_only=config.manual_only,
-                   keep_env_connections=config.keep_env_connections,
-                   inherit_airflow_env=config.inherit_airflow_env)
-    env.update({
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": config.sql_alchemy_conn,
-        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-        "AIRFLOW__CORE__PARALLELISM": str(config.parallelism),
-        "AIRFLOW__CELERY__BROKER_URL": config.broker_url,
-        "AIRFLOW__CELERY__RESULT_BACKEND": config.result_backend,
-        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(config.concurrency),
-        # A worker that dies is noticed by its tasks' missing heartbeats: the scheduler fails (and
-        # retries) a running task instance without a heartbeat for this long. Airflow's default,
-        # 300 s checked every 10 s, is for a fleet; locally a killed worker shows within ~17 s.
-        # The supervisors heartbeat every 2 s (default 5 s), well inside the timeout.
-        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(config.heartbeat_timeout),
-        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
-        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "2",
-        # A task the dead worker had taken from the broker but not started stays queued: the
-        # scheduler sends it again after this long (Airflow's default: 600 s, checked every 120 s).
-        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": str(config.queued_timeout),
-        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "10",
-        # Ready runs start quickly (the default scheduler loop waits up to 1 s between loops anyway).
-        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
-    })
+    env = base_env(
+        config.home,
+        port=config.port,
+        flows_dir=config.flows_dir,
+        omnitron_url=omnitron_url,
+        erp_url=erp_url,
+        manual_only=config.manual_only,
+        keep_env_connections=config.keep_env_connections,
+        inherit_airflow_env=config.inherit_airflow_env,
+    )
+    env.update(
+        {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": config.sql_alchemy_conn,
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(config.parallelism),
+            "AIRFLOW__CELERY__BROKER_URL": config.broker_url,
+            "AIRFLOW__CELERY__RESULT_BACKEND": config.result_backend,
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(config.concurrency),
+            # A worker that dies is noticed by its tasks' missing heartbeats: the scheduler fails (and
+            # retries) a running task instance without a heartbeat for this long. Airflow's default,
+            # 300 s checked every 10 s, is for a fleet; locally a killed worker shows within ~17 s.
+            # The supervisors heartbeat every 2 s (default 5 s), well inside the timeout.
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(config.heartbeat_timeout),
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
+            "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "2",
+            # A task the dead worker had taken from the broker but not started stays queued: the
+            # scheduler sends it again after this long (Airflow's default: 600 s, checked every 120 s).
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": str(config.queued_timeout),
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "10",
+            # Ready runs start quickly (the default scheduler loop waits up to 1 s between loops anyway).
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+        }
+    )
     env.update(config.extra_env)
     return env
 
 
 # --- the stack -----------------------------------------------------------------------------------
+
 
 class CeleryStack:
     """The processes of a Celery stack; `start()`, `add_worker()`, `kill_worker()`, `stop()`."""
@@ -240,21 +253,28 @@ class CeleryStack:
         if config.fakes:
             omnitron_url, erp_url = config.fake_urls()
             self.stack.spawn("fakes", fakes_command(config.omnitron_port, config.erp_port, config.plans))
-        print(f"airflow-celery: airflow db migrate (PostgreSQL database {config.database}"
-              f"{', new' if created else ''}) ...", flush=True)
+        print(
+            f"airflow-celery: airflow db migrate (PostgreSQL database {config.database}"
+            f"{', new' if created else ''}) ...",
+            flush=True,
+        )
         self.stack.run_to_end("db-migrate", "db", "migrate")
         if self.stack.stop_requested.is_set():
             raise StartupError("stopped while starting")
-        print(f"airflow-celery: starting api-server, scheduler, dag-processor, {config.workers} Celery "
-              f"worker(s) x {config.concurrency} ...", flush=True)
+        print(
+            f"airflow-celery: starting api-server, scheduler, dag-processor, {config.workers} Celery "
+            f"worker(s) x {config.concurrency} ...",
+            flush=True,
+        )
         self.stack.airflow("api-server", "api-server", "--host", "127.0.0.1", "--port", str(config.port))
         self.stack.airflow("scheduler", "scheduler", "--skip-serve-logs")
         self.stack.airflow("dag-processor", "dag-processor")
         for _ in range(config.workers):
             self.add_worker(wait=False)
         if config.fakes:
-            self.stack.wait_until("the fakes", lambda: all(
-                get_json(f"{url}/_fake/health") for url in (omnitron_url, erp_url)), 30)
+            self.stack.wait_until(
+                "the fakes", lambda: all(get_json(f"{url}/_fake/health") for url in (omnitron_url, erp_url)), 30
+            )
         self.stack.wait_until("Airflow health", lambda: airflow_healthy(config.port), config.timeout)
         for name in self.workers:
             self.wait_worker_ready(name)
@@ -266,7 +286,7 @@ class CeleryStack:
         self.stack.stop()
         self.workers.clear()
 
-    def __enter__(self) -> "CeleryStack":
+    def __enter__(self) -> CeleryStack:
         self.start()
         return self
 
@@ -281,11 +301,18 @@ class CeleryStack:
         self._next_worker += 1
         name = f"worker-{number}"
         self.stack.airflow(
-            name, "celery", "worker", "--skip-serve-logs",
-            "--concurrency", str(self.config.concurrency),
-            "--celery-hostname", f"{name}@%h",
-            "--pid", str(self.config.home / f"{name}.pid"),
-            "--without-gossip", "--without-mingle",
+            name,
+            "celery",
+            "worker",
+            "--skip-serve-logs",
+            "--concurrency",
+            str(self.config.concurrency),
+            "--celery-hostname",
+            f"{name}@%h",
+            "--pid",
+            str(self.config.home / f"{name}.pid"),
+            "--without-gossip",
+            "--without-mingle",
         )
         self.workers.append(name)
         if wait:
@@ -296,7 +323,8 @@ class CeleryStack:
         """Until Celery logs `<node> ready.` for this worker (it then consumes from the queue)."""
         log = self.stack.log_dir / f"{name}.log"
         return self.stack.wait_until(
-            f"Celery {name}", lambda: log.exists() and bool(WORKER_READY.search(log.read_bytes())), timeout)
+            f"Celery {name}", lambda: log.exists() and bool(WORKER_READY.search(log.read_bytes())), timeout
+        )
 
     def worker_pid(self, name: str) -> int:
         return self.stack.process(name).pid
@@ -346,13 +374,20 @@ class CeleryStack:
             f"  Workers:       {', '.join(self.workers)} (concurrency {config.concurrency} each); "
             f"heartbeat timeout {config.heartbeat_timeout} s, queued timeout {config.queued_timeout} s",
         ]
-        lines += banner_lines(fakes=config.fakes, omnitron_url=omnitron_url, erp_url=erp_url,
-                              flows_dir=config.flows_dir, manual_only=config.manual_only,
-                              log_dir=self.stack.log_dir, home=config.home)
+        lines += banner_lines(
+            fakes=config.fakes,
+            omnitron_url=omnitron_url,
+            erp_url=erp_url,
+            flows_dir=config.flows_dir,
+            manual_only=config.manual_only,
+            log_dir=self.stack.log_dir,
+            home=config.home,
+        )
         return "\n".join(lines)
 
 
 # --- command line --------------------------------------------------------------------------------
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bin/airflow-celery", description=__doc__.splitlines()[0])
@@ -362,25 +397,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--database", default=DEFAULT_DATABASE, help=f"PostgreSQL database, default {DEFAULT_DATABASE}")
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL, help=f"PostgreSQL server, default {DEFAULT_PG_URL}")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help=f"Redis server, default {DEFAULT_REDIS_URL}")
-    parser.add_argument("--redis-db", type=int, default=DEFAULT_REDIS_DB,
-                        help=f"Redis database of the Celery broker (emptied at start), default {DEFAULT_REDIS_DB}")
+    parser.add_argument(
+        "--redis-db",
+        type=int,
+        default=DEFAULT_REDIS_DB,
+        help=f"Redis database of the Celery broker (emptied at start), default {DEFAULT_REDIS_DB}",
+    )
     parser.add_argument("--fresh", action="store_true", help="drop the metadata database and start from an empty one")
-    parser.add_argument("--heartbeat-timeout", type=int, default=15,
-                        help="[scheduler] task_instance_heartbeat_timeout in seconds, default 15")
-    parser.add_argument("--queued-timeout", type=int, default=60,
-                        help="[scheduler] task_queued_timeout in seconds, default 60")
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=int,
+        default=15,
+        help="[scheduler] task_instance_heartbeat_timeout in seconds, default 15",
+    )
+    parser.add_argument(
+        "--queued-timeout", type=int, default=60, help="[scheduler] task_queued_timeout in seconds, default 60"
+    )
     add_stack_arguments(parser, DEFAULT_HOME)
     return parser.parse_args(argv)
 
 
 def config_from_args(args: argparse.Namespace) -> CeleryStackConfig:
     return CeleryStackConfig(
-        home=args.home, port=args.port, omnitron_port=args.omnitron_port, erp_port=args.erp_port,
-        fakes=not args.no_fakes, plans=args.plans, flows_dir=args.flows_dir, manual_only=args.manual_only,
-        workers=args.workers, concurrency=args.concurrency, parallelism=args.parallelism,
-        database=args.database, pg_url=args.pg_url.rstrip("/"), redis_url=args.redis_url.rstrip("/"),
-        redis_db=args.redis_db, fresh=args.fresh, heartbeat_timeout=args.heartbeat_timeout,
-        queued_timeout=args.queued_timeout, timeout=args.timeout, keep_env_connections=args.no_fakes,
+        home=args.home,
+        port=args.port,
+        omnitron_port=args.omnitron_port,
+        erp_port=args.erp_port,
+        fakes=not args.no_fakes,
+        plans=args.plans,
+        flows_dir=args.flows_dir,
+        manual_only=args.manual_only,
+        workers=args.workers,
+        concurrency=args.concurrency,
+        parallelism=args.parallelism,
+        database=args.database,
+        pg_url=args.pg_url.rstrip("/"),
+        redis_url=args.redis_url.rstrip("/"),
+        redis_db=args.redis_db,
+        fresh=args.fresh,
+        heartbeat_timeout=args.heartbeat_timeout,
+        queued_timeout=args.queued_timeout,
+        timeout=args.timeout,
+        keep_env_connections=args.no_fakes,
     )
 
 

@@ -51,7 +51,7 @@ def run_flows() -> list[tuple[str, str, list[dict]]]:
     from airflow.utils import db
     from airflow.utils.session import create_session
 
-    from order_cancel.summary import SUMMARY_KEY
+    from order_cancel.airflow.run_data import SUMMARY_KEY, SUMMARY_TASK
 
     db.initdb()
     bag = DagBag(dag_folder=str(ROOT / "dags"))
@@ -64,7 +64,7 @@ def run_flows() -> list[tuple[str, str, list[dict]]]:
         with create_session() as session:
             row = (
                 session.query(XComModel)
-                .filter_by(dag_id=dag_id, run_id=dag_run.run_id, task_id="summary", key=SUMMARY_KEY)
+                .filter_by(dag_id=dag_id, run_id=dag_run.run_id, task_id=SUMMARY_TASK, key=SUMMARY_KEY)
                 .first()
             )
             outcomes.append((dag_id, str(dag_run.state), XComModel.deserialize_value(row) if row else []))
@@ -82,7 +82,7 @@ def print_report(outcomes: list[tuple[str, str, list[dict]]], omnitron) -> None:
     widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
     print()
     for index, line in enumerate(cells):
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
         if index == 0:
             print("  ".join("-" * width for width in widths))
     print()

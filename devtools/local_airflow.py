@@ -27,8 +27,8 @@ from devtools.stack import (
     Stack,
     StartupError,
     add_stack_arguments,
-    banner_lines,
     airflow_healthy,
+    banner_lines,
     base_env,
     fakes_command,
     get_json,
@@ -52,12 +52,21 @@ def fake_urls(args: argparse.Namespace) -> tuple[str, str]:
 
 def stack_env(args: argparse.Namespace) -> dict[str, str]:
     omnitron_url, erp_url = fake_urls(args)
-    env = base_env(args.home, port=args.port, flows_dir=args.flows_dir, omnitron_url=omnitron_url,
-                   erp_url=erp_url, manual_only=args.manual_only, keep_env_connections=args.no_fakes)
-    env.update({
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "4",
-    })
+    env = base_env(
+        args.home,
+        port=args.port,
+        flows_dir=args.flows_dir,
+        omnitron_url=omnitron_url,
+        erp_url=erp_url,
+        manual_only=args.manual_only,
+        keep_env_connections=args.no_fakes,
+    )
+    env.update(
+        {
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+        }
+    )
     return env
 
 
@@ -70,9 +79,15 @@ def banner(args: argparse.Namespace, seconds: float) -> str:
         f"  REST API:      {base}/api/v2   token: POST {base}/auth/token "
         f'{{"username": "{ADMIN_USER}", "password": "{ADMIN_PASSWORD}"}}',
     ]
-    lines += banner_lines(fakes=not args.no_fakes, omnitron_url=omnitron_url, erp_url=erp_url,
-                          flows_dir=args.flows_dir, manual_only=args.manual_only,
-                          log_dir=args.home / "components", home=args.home)
+    lines += banner_lines(
+        fakes=not args.no_fakes,
+        omnitron_url=omnitron_url,
+        erp_url=erp_url,
+        flows_dir=args.flows_dir,
+        manual_only=args.manual_only,
+        log_dir=args.home / "components",
+        home=args.home,
+    )
     return "\n".join(lines)
 
 
@@ -84,10 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_fakes:
         wanted += [("fake Omnitron", args.omnitron_port), ("fake ERP", args.erp_port)]
     if busy := [f"{name} port {port}" for name, port in wanted if port_in_use(port)]:
-        print(f"airflow-local: already in use on 127.0.0.1: {', '.join(busy)} (another airflow-local?)", file=sys.stderr)
+        print(
+            f"airflow-local: already in use on 127.0.0.1: {', '.join(busy)} (another airflow-local?)", file=sys.stderr
+        )
         return 2
     if leftovers := marked_processes(str(args.home)):
-        print(f"airflow-local: processes of an earlier run with this home are still alive: {leftovers}", file=sys.stderr)
+        print(
+            f"airflow-local: processes of an earlier run with this home are still alive: {leftovers}", file=sys.stderr
+        )
         return 2
 
     stack = Stack(home=args.home, env=stack_env(args))
@@ -106,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         stack.airflow("scheduler", "scheduler", "--skip-serve-logs")
         stack.airflow("dag-processor", "dag-processor")
         if not args.no_fakes:
-            stack.wait_until("the fakes", lambda: all(
-                get_json(f"{url}/_fake/health") for url in (omnitron_url, erp_url)), 30)
+            stack.wait_until(
+                "the fakes", lambda: all(get_json(f"{url}/_fake/health") for url in (omnitron_url, erp_url)), 30
+            )
         stack.wait_until("Airflow health", lambda: airflow_healthy(args.port), args.timeout)
         return banner(args, time.monotonic() - started)
 

@@ -24,7 +24,6 @@ stopping the process groups a stack started is not enough. Two nets catch what i
 from __future__ import annotations
 
 import argparse
-
 import base64
 import json
 import os
@@ -36,14 +35,15 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from contextlib import ExitStack
+from collections.abc import Callable
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from devtools.airflow_env import ROOT, airflow_env, connection_json
 
 MARKER = "ORDER_CANCEL_LOCAL_AIRFLOW"
+SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 ADMIN_USER, ADMIN_PASSWORD = "admin", "admin"
 OMNITRON_LOGIN, ERP_LOGIN = ("omnitron", "omnitron-pass"), ("erp", "erp-pass")
 HEALTHY_COMPONENTS = ("metadatabase", "scheduler", "dag_processor")
@@ -55,6 +55,7 @@ _http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 # --- the Airflow home: secrets and the admin password, made once ---------------------------------
+
 
 def home_secrets(home: Path) -> dict[str, str]:
     """Fernet key, JWT secret and session key, generated on the first start and kept in the home,
@@ -83,9 +84,17 @@ def passwords_file(home: Path) -> Path:
     return path
 
 
-def base_env(home: Path, *, port: int, flows_dir: Path, omnitron_url: str, erp_url: str,
-             manual_only: bool = False, keep_env_connections: bool = False,
-             inherit_airflow_env: bool = True) -> dict[str, str]:
+def base_env(
+    home: Path,
+    *,
+    port: int,
+    flows_dir: Path,
+    omnitron_url: str,
+    erp_url: str,
+    manual_only: bool = False,
+    keep_env_connections: bool = False,
+    inherit_airflow_env: bool = True,
+) -> dict[str, str]:
     """The environment of every component of a stack, whatever its executor and database.
 
     ``keep_env_connections``: AIRFLOW_CONN_OMNITRON_DEMO / _ERP_DEMO already in the environment win
@@ -97,24 +106,26 @@ def base_env(home: Path, *, port: int, flows_dir: Path, omnitron_url: str, erp_u
     if not inherit_airflow_env:
         env = {key: value for key, value in env.items() if not key.startswith(("AIRFLOW", "ORDER_CANCEL"))}
     env.update(airflow_env(home))
-    env.update({
-        MARKER: str(home),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
-        "NO_PROXY": ",".join(filter(None, ["127.0.0.1,localhost", env.get("NO_PROXY")])),
-        "no_proxy": ",".join(filter(None, ["127.0.0.1,localhost", env.get("no_proxy")])),
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file(home)),
-        "AIRFLOW__CORE__FERNET_KEY": secrets["fernet_key"],
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets["jwt_secret"],
-        "AIRFLOW__API__SECRET_KEY": secrets["api_secret_key"],
-        "ORDER_CANCEL_FLOWS_DIR": str(Path(flows_dir).resolve()),
-        # The summary task sets each run's note through the REST API with this connection.
-        "AIRFLOW_CONN_AIRFLOW_API": connection_json(f"http://127.0.0.1:{port}", ADMIN_USER, "admin"),
-    })
+    env.update(
+        {
+            MARKER: str(home),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+            "NO_PROXY": ",".join(filter(None, ["127.0.0.1,localhost", env.get("NO_PROXY")])),
+            "no_proxy": ",".join(filter(None, ["127.0.0.1,localhost", env.get("no_proxy")])),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file(home)),
+            "AIRFLOW__CORE__FERNET_KEY": secrets["fernet_key"],
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets["jwt_secret"],
+            "AIRFLOW__API__SECRET_KEY": secrets["api_secret_key"],
+            "ORDER_CANCEL_FLOWS_DIR": str(Path(flows_dir).resolve()),
+            # The summary task sets each run's note through the REST API with this connection.
+            "AIRFLOW_CONN_AIRFLOW_API": connection_json(f"http://127.0.0.1:{port}", ADMIN_USER, "admin"),
+        }
+    )
     if manual_only:
         env["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] = "False"
     connections = {
@@ -129,6 +140,7 @@ def base_env(home: Path, *, port: int, flows_dir: Path, omnitron_url: str, erp_u
 
 # --- ports and HTTP ------------------------------------------------------------------------------
 
+
 def port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         # Like the servers themselves: connections of a stopped server in TIME_WAIT do not count.
@@ -140,18 +152,21 @@ def port_in_use(port: int) -> bool:
     return False
 
 
-def banner_lines(*, fakes: bool, omnitron_url: str, erp_url: str, flows_dir: Path, manual_only: bool,
-                 log_dir: Path, home: Path) -> list[str]:
+def banner_lines(
+    *, fakes: bool, omnitron_url: str, erp_url: str, flows_dir: Path, manual_only: bool, log_dir: Path, home: Path
+) -> list[str]:
     """The part of a launcher's "ready" banner that every stack shares: fakes, flows, logs, stop."""
     if fakes:
         lines = [
-            f"  Fake Omnitron: {omnitron_url}   login {OMNITRON_LOGIN[0]} / {OMNITRON_LOGIN[1]}  (connection omnitron_demo)",
+            f"  Fake Omnitron: {omnitron_url}   login {OMNITRON_LOGIN[0]} / {OMNITRON_LOGIN[1]}"
+            "  (connection omnitron_demo)",
             f"  Fake ERP:      {erp_url}   token login {ERP_LOGIN[0]} / {ERP_LOGIN[1]}  (connection erp_demo)",
             f"                 recorded calls: GET {omnitron_url}/_fake/requests, GET {erp_url}/_fake/requests",
         ]
     else:
         lines = ["  Fakes:         not started (--no-fakes)"]
-    return lines + [
+    return [
+        *lines,
         f"  Flows:         {flows_dir}  (new DAGs start paused; "
         + ("only triggered runs run: --manual-only)" if manual_only else "unpausing runs the latest interval)"),
         f"  Logs:          {log_dir}/*.log, task logs under {home / 'logs'}",
@@ -162,19 +177,34 @@ def banner_lines(*, fakes: bool, omnitron_url: str, erp_url: str, flows_dir: Pat
 def add_stack_arguments(parser: argparse.ArgumentParser, default_home: Path) -> None:
     """The options every stack launcher takes: ports, fakes, scheduling, home, flows, start timeout."""
     parser.add_argument("--port", type=int, default=8080, help="api-server (UI and REST API) port, default 8080")
-    parser.add_argument("--no-fakes", action="store_true",
-                        help="do not start the fakes (AIRFLOW_CONN_OMNITRON_DEMO / _ERP_DEMO from the "
-                             "environment win; otherwise the connections still point at the fake ports)")
+    parser.add_argument(
+        "--no-fakes",
+        action="store_true",
+        help="do not start the fakes (AIRFLOW_CONN_OMNITRON_DEMO / _ERP_DEMO from the "
+        "environment win; otherwise the connections still point at the fake ports)",
+    )
     parser.add_argument("--omnitron-port", type=int, default=18081, help="fake Omnitron port, default 18081")
-    parser.add_argument("--erp-port", type=int, default=18082,
-                        help="fake ERP port, default 18082 (the example flow's crm_url names 18082)")
+    parser.add_argument(
+        "--erp-port",
+        type=int,
+        default=18082,
+        help="fake ERP port, default 18082 (the example flow's crm_url names 18082)",
+    )
     parser.add_argument("--plans", type=int, default=24, help="demo cancellation plans in the fake Omnitron")
-    parser.add_argument("--manual-only", action="store_true",
-                        help="no scheduled runs ([scheduler] use_job_schedule=False): only runs you trigger")
-    parser.add_argument("--home", type=Path, default=default_home,
-                        help=f"Airflow home, default {default_home.relative_to(ROOT)}")
-    parser.add_argument("--flows-dir", type=Path, default=ROOT / "include" / "flows",
-                        help="ORDER_CANCEL_FLOWS_DIR, default include/flows")
+    parser.add_argument(
+        "--manual-only",
+        action="store_true",
+        help="no scheduled runs ([scheduler] use_job_schedule=False): only runs you trigger",
+    )
+    parser.add_argument(
+        "--home", type=Path, default=default_home, help=f"Airflow home, default {default_home.relative_to(ROOT)}"
+    )
+    parser.add_argument(
+        "--flows-dir",
+        type=Path,
+        default=ROOT / "include" / "flows",
+        help="ORDER_CANCEL_FLOWS_DIR, default include/flows",
+    )
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for a healthy Airflow")
 
 
@@ -203,15 +233,29 @@ def get_json(url: str, timeout: float = 2.0) -> dict | None:
 
 def airflow_healthy(port: int) -> bool:
     health = get_json(f"http://127.0.0.1:{port}/api/v2/monitor/health")
-    return bool(health) and all((health.get(part) or {}).get("status") == "healthy" for part in HEALTHY_COMPONENTS)
+    return health is not None and all(
+        (health.get(part) or {}).get("status") == "healthy" for part in HEALTHY_COMPONENTS
+    )
 
 
 def fakes_command(omnitron_port: int, erp_port: int, plans: int) -> list[str]:
-    return [sys.executable, "-m", "fakes", "--omnitron-port", str(omnitron_port), "--erp-port", str(erp_port),
-            "--erp-auth", "token", "--plans", str(plans)]
+    return [
+        sys.executable,
+        "-m",
+        "fakes",
+        "--omnitron-port",
+        str(omnitron_port),
+        "--erp-port",
+        str(erp_port),
+        "--erp-auth",
+        "token",
+        "--plans",
+        str(plans),
+    ]
 
 
 # --- processes ---------------------------------------------------------------------------------
+
 
 @dataclass
 class Stack:
@@ -234,8 +278,13 @@ class Stack:
             log.write(f"===== {self.banner_name} {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(command)}\n".encode())
             log.flush()
             process = subprocess.Popen(
-                command, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                command,
+                cwd=ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.processes.append((name, process))
         self.sessions.add(process.pid)
@@ -274,7 +323,9 @@ class Stack:
                 return
         self.processes.remove((name, process))
         if process.returncode != 0:
-            raise StartupError(f"`airflow {' '.join(arguments)}` failed (exit {process.returncode}):\n{self.log_tail(name)}")
+            raise StartupError(
+                f"`airflow {' '.join(arguments)}` failed (exit {process.returncode}):\n{self.log_tail(name)}"
+            )
 
     def wait_until(self, what: str, ready: Callable[[], bool], timeout: float) -> float:
         """Polls `ready()` until true; fails early when a process died or a stop was asked for."""
@@ -326,17 +377,13 @@ class StartupError(Exception):
 
 
 def signal_group(process: subprocess.Popen, signum: int) -> None:
-    try:
+    with suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signum)  # start_new_session: the group id is the child's pid
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def send_signal(pid: int, signum: int) -> None:
-    try:
+    with suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -407,6 +454,7 @@ def command_line(pid: int) -> str:
 
 # --- a launcher in the foreground ----------------------------------------------------------------
 
+
 def run_in_foreground(stack: Stack, start: Callable[[], str], name: str) -> int:
     """Start the stack with `start()` (which returns the banner), print the banner, then wait for
     Ctrl-C, SIGTERM or SIGHUP, or for a process that dies; stop everything in any case."""
@@ -425,8 +473,12 @@ def run_in_foreground(stack: Stack, start: Callable[[], str], name: str) -> int:
         while not stack.stop_requested.wait(1.0):
             if died := stack.dead():
                 died_name, exit_code = died[0]
-                print(f"{name}: {died_name} exited with code {exit_code}; stopping everything.\n"
-                      f"{stack.log_tail(died_name)}", file=sys.stderr, flush=True)
+                print(
+                    f"{name}: {died_name} exited with code {exit_code}; stopping everything.\n"
+                    f"{stack.log_tail(died_name)}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 code = 1
                 break
     except StartupError as exc:
@@ -437,6 +489,9 @@ def run_in_foreground(stack: Stack, start: Callable[[], str], name: str) -> int:
         stopping = time.monotonic()
         stack.stop()
         left = stack.leftovers()
-        print(f"{name}: stopped in {time.monotonic() - stopping:.1f} s"
-              + (f"; still alive: {left}" if left else "; no process left."), flush=True)
+        print(
+            f"{name}: stopped in {time.monotonic() - stopping:.1f} s"
+            + (f"; still alive: {left}" if left else "; no process left."),
+            flush=True,
+        )
     return code

@@ -30,9 +30,10 @@ class AirflowRest:
         self.base = f"http://127.0.0.1:{port}"
         self.http = _session()
 
-    def login(self) -> "AirflowRest":
-        response = self.http.post(f"{self.base}/auth/token", json={"username": ADMIN_USER, "password": ADMIN_PASSWORD},
-                                  timeout=30)
+    def login(self) -> AirflowRest:
+        response = self.http.post(
+            f"{self.base}/auth/token", json={"username": ADMIN_USER, "password": ADMIN_PASSWORD}, timeout=30
+        )
         if not response.ok:
             raise RestError(f"login: {response.status_code} {response.text}")
         self.http.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
@@ -80,8 +81,11 @@ class AirflowRest:
         """Every task instance of a run (the API pages at 100 rows)."""
         found: list[dict] = []
         while True:
-            page = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
-                            params={"limit": 100, "offset": len(found), "order_by": "id"})
+            page = self.api(
+                "GET",
+                f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+                params={"limit": 100, "offset": len(found), "order_by": "id"},
+            )
             found += page["task_instances"]
             if not page["task_instances"] or len(found) >= page["total_entries"]:
                 return found

@@ -11,8 +11,7 @@ As a separate process: ``python -m fakes --help`` (driven through the ``/_fake/`
 
 from .data import demo_dataset, make_order_transaction, make_plan
 from .erp import FakeErp
-from .omnitron import FakeOmnitron
 from .messages import RecordedRequest, Reply
+from .omnitron import FakeOmnitron
 
-__all__ = ["FakeErp", "FakeOmnitron", "RecordedRequest", "Reply", "demo_dataset",
-           "make_order_transaction", "make_plan"]
+__all__ = ["FakeErp", "FakeOmnitron", "RecordedRequest", "Reply", "demo_dataset", "make_order_transaction", "make_plan"]

@@ -34,12 +34,14 @@ def describe(omnitron: FakeOmnitron, erp: FakeErp) -> str:
         "basic": f"basic auth {erp.username} / {erp.password}",
         "header": f"static token {erp.static_token!r} in {erp.header_name}",
     }[erp.auth]
-    return "\n".join([
-        f"Fake Omnitron: {omnitron.url}  login {user} / {password}  "
-        f"({len(omnitron.plans)} plans, {len(omnitron.order_transactions)} order transactions)",
-        f"Fake ERP:      {erp.url}  {erp_auth}",
-        "Control API:   GET <url>/_fake/requests, POST <url>/_fake/faults, ... ; Ctrl-C stops",
-    ])
+    return "\n".join(
+        [
+            f"Fake Omnitron: {omnitron.url}  login {user} / {password}  "
+            f"({len(omnitron.plans)} plans, {len(omnitron.order_transactions)} order transactions)",
+            f"Fake ERP:      {erp.url}  {erp_auth}",
+            "Control API:   GET <url>/_fake/requests, POST <url>/_fake/faults, ... ; Ctrl-C stops",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

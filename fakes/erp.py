@@ -32,11 +32,21 @@ class FakeErp(FakeServer):
 
     name = "fake-erp"
 
-    def __init__(self, auth: str = "none", username: str = "erp", password: str = "erp-pass",
-                 static_token: str = "static-secret", port: int = 0, *,
-                 header_name: str = "Authorization", token_prefix: str | None = "Bearer",
-                 token_path: str = "access_token", login_path: str = "/api/auth/login",
-                 token_max_uses: int | None = None, log_requests: bool = False):
+    def __init__(
+        self,
+        auth: str = "none",
+        username: str = "erp",
+        password: str = "erp-pass",
+        static_token: str = "static-secret",
+        port: int = 0,
+        *,
+        header_name: str = "Authorization",
+        token_prefix: str | None = "Bearer",
+        token_path: str = "access_token",
+        login_path: str = "/api/auth/login",
+        token_max_uses: int | None = None,
+        log_requests: bool = False,
+    ):
         if auth not in AUTH_MODES:
             raise ValueError(f"auth must be one of {AUTH_MODES}, not {auth!r}")
         super().__init__(port, log_requests=log_requests)
@@ -53,10 +63,20 @@ class FakeErp(FakeServer):
 
     # --- scripting -------------------------------------------------------------------------------
 
-    def respond(self, *, match: dict | None = None, path: str | None = None, method: str | None = None,
-                status: int = 200, body: Any = None, raw_body: bytes | str | None = None,
-                headers: dict | None = None, delay: float = 0.0, times: int | None = None,
-                drop_connection: bool = False) -> None:
+    def respond(
+        self,
+        *,
+        match: dict | None = None,
+        path: str | None = None,
+        method: str | None = None,
+        status: int = 200,
+        body: Any = None,
+        raw_body: bytes | str | None = None,
+        headers: dict | None = None,
+        delay: float = 0.0,
+        times: int | None = None,
+        drop_connection: bool = False,
+    ) -> None:
         """Answer requests that match with this; newest rule first, ``times=None`` = forever.
 
         ``match``: top-level fields that must be equal, compared as strings, in the JSON body, or in
@@ -106,8 +126,11 @@ class FakeErp(FakeServer):
         """Integrator-style login: username and password in a JSON (or form) body, extra fields ok."""
         if request.method != "POST":
             return Reply(405, {"error": "method not allowed"})
-        body = request.body if isinstance(request.body, dict) else dict(
-            parse_qsl(request.raw_body.decode("utf-8", errors="replace")))
+        body = (
+            request.body
+            if isinstance(request.body, dict)
+            else dict(parse_qsl(request.raw_body.decode("utf-8", errors="replace")))
+        )
         if body.get("username") != self.username or body.get("password") != self.password:
             return _unauthorized()
         answer = _nest(self.token_path, self.tokens.issue(self.username))
@@ -143,6 +166,7 @@ def _matcher(match: dict | None, path: str | None, method: str | None):
             return False
         fields = request.body if isinstance(request.body, dict) else request.query
         return all(k in fields and _text(fields[k]) == v for k, v in wanted.items())
+
     return matches
 
 

@@ -8,8 +8,9 @@ are ignored (so the caller learns about a typo only from the recorded requests),
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 PAGINATION_PARAMS = {"limit", "page", "ordering"}
@@ -34,7 +35,7 @@ class InvalidPage(Exception):
 def parse_datetime(value: str) -> datetime:
     """ISO-8601 with ``Z`` or an offset; naive values count as UTC (Django's default time zone)."""
     parsed = datetime.fromisoformat(value.strip())
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def equals(get: Callable[[Item], Any]) -> Filter:
@@ -44,14 +45,17 @@ def equals(get: Callable[[Item], Any]) -> Filter:
 def int_equals(param: str, get: Callable[[Item], Any]) -> Filter:
     def check(item: Item, value: str) -> bool:
         return get(item) == _to_int(param, value)
+
     return check
 
 
 def int_in(param: str, get: Callable[[Item], Any]) -> Filter:
     """``channel_id__in=1,2,3``: django-filter's BaseInFilter over integers."""
+
     def check(item: Item, value: str) -> bool:
         wanted = {_to_int(param, part) for part in value.split(",") if part.strip()}
         return not wanted or get(item) in wanted
+
     return check
 
 
@@ -61,13 +65,18 @@ def is_null(param: str, get: Callable[[Item], Any]) -> Filter:
         if flag not in ("true", "false", "1", "0"):
             raise QueryError(param, "Select a valid choice.")
         return (get(item) is None) == (flag in ("true", "1"))
+
     return check
 
 
 def date_compare(param: str, get: Callable[[Item], str]) -> Filter:
     """``modified_date__gt`` and friends; the lookup is the suffix of the parameter name."""
-    compare = {"gt": lambda a, b: a > b, "gte": lambda a, b: a >= b,
-               "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b}[param.rsplit("__", 1)[1]]
+    compare = {
+        "gt": lambda a, b: a > b,
+        "gte": lambda a, b: a >= b,
+        "lt": lambda a, b: a < b,
+        "lte": lambda a, b: a <= b,
+    }[param.rsplit("__", 1)[1]]
 
     def check(item: Item, value: str) -> bool:
         try:
@@ -75,6 +84,7 @@ def date_compare(param: str, get: Callable[[Item], str]) -> Filter:
         except ValueError:
             raise QueryError(param, "Enter a valid date/time.") from None
         return compare(parse_datetime(get(item)), limit)
+
     return check
 
 
@@ -82,8 +92,9 @@ def date_filters(field: str, get: Callable[[Item], str]) -> dict[str, Filter]:
     return {f"{field}__{op}": date_compare(f"{field}__{op}", get) for op in ("gt", "gte", "lt", "lte")}
 
 
-def apply_filters(items: Iterable[Item], query: dict[str, str],
-                  filters: dict[str, Filter]) -> tuple[list[Item], list[str]]:
+def apply_filters(
+    items: Iterable[Item], query: dict[str, str], filters: dict[str, Filter]
+) -> tuple[list[Item], list[str]]:
     """Items passing every given filter, plus the names of parameters that were ignored."""
     active = {name: value for name, value in query.items() if name in filters and value != ""}
     ignored = [name for name in query if name not in filters and name not in PAGINATION_PARAMS]
@@ -121,7 +132,7 @@ def paginate(items: list[Item], query_string: str, base_url: str) -> dict[str, A
         "count": len(items),
         "next": _link(base_url, pairs, page + 1) if page < pages else None,
         "previous": _link(base_url, pairs, page - 1) if page > 1 else None,
-        "results": items[(page - 1) * limit: page * limit],
+        "results": items[(page - 1) * limit : page * limit],
     }
 
 
@@ -136,8 +147,8 @@ def _link(base_url: str, pairs: list[tuple[str, str]], page: int) -> str:
 def _positive_int(value: str | None, default: int) -> int:
     """DRF falls back to the default page size for a missing, invalid or non-positive ``limit``."""
     try:
-        number = int(value)
-    except (TypeError, ValueError):
+        number = int(value or "")
+    except ValueError:
         return default
     return number if number > 0 else default
 

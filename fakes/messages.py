@@ -43,8 +43,12 @@ class RecordedRequest:
     def to_dict(self) -> dict:
         """A JSON-safe form, for the control API."""
         return {
-            "method": self.method, "path": self.path, "query": self.query,
-            "query_string": self.query_string, "headers": dict(self.headers), "body": self.body,
+            "method": self.method,
+            "path": self.path,
+            "query": self.query,
+            "query_string": self.query_string,
+            "headers": dict(self.headers),
+            "body": self.body,
             "raw_body": self.raw_body.decode("utf-8", errors="replace"),
         }
 

@@ -8,12 +8,24 @@ lists of cancellation plans and order transactions, and the three write calls. S
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from .data import PLAN_STATUSES, iso
-from .listing import (InvalidPage, QueryError, apply_filters, date_filters, equals, int_equals, int_in,
-                      is_null, order, paginate, parse_datetime)
+from .listing import (
+    InvalidPage,
+    QueryError,
+    apply_filters,
+    date_filters,
+    equals,
+    int_equals,
+    int_in,
+    is_null,
+    order,
+    paginate,
+    parse_datetime,
+)
 from .messages import RecordedRequest, Reply
 from .routing import Router
 from .server import HOST, FakeServer
@@ -21,8 +33,7 @@ from .tokens import TokenStore
 
 API = "/api/v1"
 LOGIN_PATH = f"{API}/auth/login/"
-ORDER_KEYS = {"pk": lambda item: item["pk"],
-              "modified_date": lambda item: parse_datetime(item["modified_date"])}
+ORDER_KEYS = {"pk": lambda item: item["pk"], "modified_date": lambda item: parse_datetime(item["modified_date"])}
 
 
 class FakeOmnitron(FakeServer):
@@ -30,14 +41,21 @@ class FakeOmnitron(FakeServer):
 
     name = "fake-omnitron"
 
-    def __init__(self, users: dict[str, str] | None = None, channels: dict[int, str] | None = None,
-                 port: int = 0, *, token_max_uses: int | None = None,
-                 clock: Callable[[], datetime] | None = None, log_requests: bool = False):
+    def __init__(
+        self,
+        users: dict[str, str] | None = None,
+        channels: dict[int, str] | None = None,
+        port: int = 0,
+        *,
+        token_max_uses: int | None = None,
+        clock: Callable[[], datetime] | None = None,
+        log_requests: bool = False,
+    ):
         super().__init__(port, log_requests=log_requests)
         self.users = dict(users or {"omnitron": "omnitron-pass"})
         self.channels = {int(k): v for k, v in (channels or {1: "web", 2: "web", 3: "marketplace"}).items()}
         self.tokens = TokenStore("omnitron", token_max_uses)
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock = clock or (lambda: datetime.now(UTC))
         self.plans: dict[int, dict] = {}
         self.order_transactions: dict[int, dict] = {}
         self.orders: dict[int, dict] = {}
@@ -135,9 +153,10 @@ class FakeOmnitron(FakeServer):
     def _list_transactions(self, request: RecordedRequest) -> Reply:
         filters = {
             "transaction_type": equals(lambda t: t["transaction_type"]),
-            "integration_mapping__isnull": is_null("integration_mapping__isnull",
-                                                   lambda t: t.get("integration_mapping")),
-            "channel_type": equals(lambda t: self.channels.get(self._channel_of_order(t["order"]))),
+            "integration_mapping__isnull": is_null(
+                "integration_mapping__isnull", lambda t: t.get("integration_mapping")
+            ),
+            "channel_type": equals(lambda t: self._channel_type_of_order(t["order"])),
             "channel_id__in": int_in("channel_id__in", lambda t: self._channel_of_order(t["order"])),
             "order_id": int_equals("order_id", lambda t: t["order"]),
             **date_filters("modified_date", lambda t: t["modified_date"]),
@@ -161,6 +180,10 @@ class FakeOmnitron(FakeServer):
     def _channel_of_order(self, order_pk: Any) -> int | None:
         order_obj = self.orders.get(order_pk)
         return order_obj["channel"] if order_obj else None
+
+    def _channel_type_of_order(self, order_pk: Any) -> str | None:
+        channel = self._channel_of_order(order_pk)
+        return None if channel is None else self.channels.get(channel)
 
     def _absolute(self, request: RecordedRequest) -> str:
         """Like DRF's build_absolute_uri: the Host the client used, so links work for it."""
@@ -219,12 +242,13 @@ class FakeOmnitron(FakeServer):
         control = self.control_routes
         control.add("GET", "/_fake/plans", lambda r: Reply(200, self._snapshot(self.plans)))
         control.add("POST", "/_fake/plans", lambda r: self._done(self.add_plans, {"plans": _as_list(r.body)}))
-        control.add("GET", "/_fake/order_transactions",
-                    lambda r: Reply(200, self._snapshot(self.order_transactions)))
-        control.add("POST", "/_fake/order_transactions",
-                    lambda r: self._done(self.add_order_transactions, {"transactions": _as_list(r.body)}))
-        control.add("GET", "/_fake/ignored_params",
-                    lambda r: Reply(200, [list(pair) for pair in self.ignored_params]))
+        control.add("GET", "/_fake/order_transactions", lambda r: Reply(200, self._snapshot(self.order_transactions)))
+        control.add(
+            "POST",
+            "/_fake/order_transactions",
+            lambda r: self._done(self.add_order_transactions, {"transactions": _as_list(r.body)}),
+        )
+        control.add("GET", "/_fake/ignored_params", lambda r: Reply(200, [list(pair) for pair in self.ignored_params]))
 
     def _snapshot(self, table: dict[int, dict]) -> list[dict]:
         with self._lock:

@@ -7,14 +7,16 @@ another process -- lives here once, so both fakes behave the same way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
 from .messages import Headers, RecordedRequest, Reply
@@ -38,7 +40,7 @@ class FakeServer:
         self._requests: list[RecordedRequest] = []
         self._faults = RuleList()
         self._stopping = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
         self.log_requests = log_requests
         self.control_routes = Router()
@@ -51,7 +53,7 @@ class FakeServer:
 
     # --- lifecycle -------------------------------------------------------------------------------
 
-    def start(self) -> "FakeServer":
+    def start(self) -> Self:
         """Bind 127.0.0.1 and serve in a daemon thread; returns self for chaining."""
         if self._httpd is not None:
             return self
@@ -59,8 +61,11 @@ class FakeServer:
         self._httpd = _Server((HOST, self._requested_port), _Handler)
         self._httpd.fake = self
         self._thread = threading.Thread(  # a short poll interval keeps stop() fast
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01},
-            name=f"{self.name}-{self.port}", daemon=True)
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.01},
+            name=f"{self.name}-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -76,7 +81,8 @@ class FakeServer:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._httpd.close_connections()
-        self._thread.join(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
         self._httpd = self._thread = None
 
     def __enter__(self):
@@ -109,15 +115,28 @@ class FakeServer:
 
     def calls(self, method: str | None = None, path_prefix: str | None = None) -> list[RecordedRequest]:
         """Recorded requests filtered by method and/or path prefix."""
-        return [r for r in self.requests
-                if (method is None or r.method == method.upper())
-                and (path_prefix is None or r.path.startswith(path_prefix))]
+        return [
+            r
+            for r in self.requests
+            if (method is None or r.method == method.upper())
+            and (path_prefix is None or r.path.startswith(path_prefix))
+        ]
 
     # --- fault injection -------------------------------------------------------------------------
 
-    def add_fault(self, method: str, path_regex: str, *, status: int = 500, body: Any = None,
-                  raw_body: bytes | str | None = None, headers: dict | None = None, delay: float = 0.0,
-                  times: int | None = 1, drop_connection: bool = False) -> None:
+    def add_fault(
+        self,
+        method: str,
+        path_regex: str,
+        *,
+        status: int = 500,
+        body: Any = None,
+        raw_body: bytes | str | None = None,
+        headers: dict | None = None,
+        delay: float = 0.0,
+        times: int | None = 1,
+        drop_connection: bool = False,
+    ) -> None:
         """Answer matching requests (method or "*", ``re.search`` on the path) with this instead.
 
         Faults are checked before any normal handling, newest first; ``times=None`` = forever.
@@ -150,7 +169,7 @@ class FakeServer:
             with self._lock:
                 self._requests.append(request)
             return self._faults.take(request) or self.handle(request)
-        except Exception as exc:  # noqa: BLE001 - a fake must always answer
+        except Exception as exc:
             traceback.print_exc()
             return Reply(500, {"detail": f"{self.name} crashed: {exc!r}"})
 
@@ -192,10 +211,8 @@ class _Server(ThreadingHTTPServer):
         with self._connections_lock:
             connections = list(self._connections)
         for connection in connections:
-            try:
+            with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def handle_error(self, request, client_address):
         """Clients that hang up (timeouts, dropped connections) are normal here; stay quiet."""
@@ -223,10 +240,14 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         return RecordedRequest(
-            method=self.command, path=parts.path,
+            method=self.command,
+            path=parts.path,
             query=dict(parse_qsl(parts.query, keep_blank_values=True)),
-            headers=Headers(self.headers.items()), body=body, raw_body=raw,
-            query_string=parts.query)
+            headers=Headers(self.headers.items()),
+            body=body,
+            raw_body=raw,
+            query_string=parts.query,
+        )
 
     def _send(self, reply: Reply) -> None:
         if reply.delay:
@@ -250,11 +271,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _drop(self) -> None:
         """Close the socket without a status line, like a crashed upstream or a proxy reset."""
         self.close_connection = True
-        try:
+        with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
-    def log_message(self, format, *args):  # noqa: A002 - signature fixed by the base class
+    def log_message(self, format, *args):
         if self.server.fake.log_requests:
             sys.stderr.write(f"[{self.server.fake.name}] {format % args}\n")

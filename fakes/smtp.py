@@ -22,8 +22,10 @@ class Mail:
 
 
 class _Session(socketserver.StreamRequestHandler):
+    server: FakeSmtp
+
     def handle(self) -> None:
-        sender, recipients = "", []
+        sender, recipients = "", list[str]()
         self._reply("220 fake-smtp ready")
         while line := self.rfile.readline():
             command = line.decode("utf-8", "replace").strip()

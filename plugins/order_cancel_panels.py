@@ -13,6 +13,7 @@ request the api-server routes to it.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
@@ -24,13 +25,13 @@ class _AppOnFirstRequest:
     """An ASGI app that builds the panels' FastAPI app when the api-server first routes a request to it."""
 
     def __init__(self) -> None:
-        self._app = None
+        self._app: Any = None
         self._lock = threading.Lock()
 
     def _build(self):
         with self._lock:
             if self._app is None:
-                from order_cancel.panels_api import create_app
+                from order_cancel.panels.app import create_app
 
                 self._app = create_app()
         return self._app

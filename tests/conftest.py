@@ -22,7 +22,6 @@ os.environ["ORDER_CANCEL_FLOWS_DIR"] = str(AIRFLOW_HOME / "no-flows")
 (AIRFLOW_HOME / "no-flows").mkdir()
 
 from fakes import FakeErp, FakeOmnitron  # noqa: E402
-
 from tests.flow_runner import FlowRunner, delete_variables  # noqa: E402
 
 OMNITRON_USER, OMNITRON_PASSWORD = "omnitron", "omnitron-pass"
@@ -97,12 +96,6 @@ def flows(airflow_db, omnitron, erp_servers, tmp_path, monkeypatch, flow_mode) -
     folder = tmp_path / "flows"
     folder.mkdir()
     monkeypatch.setenv("ORDER_CANCEL_FLOWS_DIR", str(folder))
-    # Tokens live per process; a test must not inherit another test's login.
-    from order_cancel.erp import ErpClient
-    from order_cancel.omnitron import OmnitronClient
-
-    ErpClient.tokens.clear()
-    OmnitronClient.tokens.clear()
     delete_variables()
     # Small batches, so that a handful of plans spreads over several batch tasks.
     return FlowRunner(folder, defaults={"batch": {"size": 2, "concurrency": 4}} if flow_mode == "batch" else None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,20 +73,39 @@ class RunResult:
         """The summary task's rows by plan pk (published also when a failed plan fails the run)."""
         return {row["plan"]: row for row in self.xcom("summary", key="plans") or []}
 
+    def progress(self, plan_pk: int) -> Any:
+        """The plan's step records, from every plan task's XComs, in any layout."""
+        from order_cancel.pipeline.plan import RECORDS, PlanProgress, PlanRef
+        from order_cancel.pipeline.summary import progress_by_plan
+
+        records = []
+        for (task_id, _, key), value in self._xcoms.items():
+            decoded = json.loads(value) if isinstance(value, str) else value
+            if task_id == "plan_batch" and key == "return_value":
+                records += [record for plan in decoded for record in PlanProgress.model_validate(plan).records]
+            elif task_id.startswith("plan.") and key == "return_value":
+                records += RECORDS.validate_json(decoded["records"])
+            elif task_id.startswith("plan.") and key == "plan_error":
+                records += RECORDS.validate_python(decoded)
+        ref = PlanRef(plan_pk=plan_pk)
+        return progress_by_plan([ref], [record for record in records if record.ref.plan_pk == plan_pk])[plan_pk]
+
     def final(self, plan_pk: int) -> dict[str, Any]:
-        """Everything the plan's steps returned, merged in step order, in per-plan and in batch mode."""
-        merged_result: dict[str, Any] = {}
-        for step in _STEP_ORDER:
-            for (task_id, _, key), value in self._xcoms.items():
-                if task_id != step or key != "return_value":
-                    continue
-                for result in value if isinstance(value, list) else [value]:
-                    if result and result["ref"]["plan_pk"] == plan_pk:
-                        merged_result.update(result)
-        return merged_result
-
-
-_STEP_ORDER = ["plan.transform", "plan.write_erp", "plan.write_omnitron", "plan.post_script", "plan_batch"]
+        """What the plan ended with: the ERP's request and answer, its attributes, the Omnitron
+        outcome and whether its post script ran."""
+        progress = self.progress(plan_pk)
+        delivery, written, posted = progress.delivery, progress.written, progress.posted
+        return {
+            "relation": delivery.relation if delivery else None,
+            "status_code": delivery.status_code if delivery else None,
+            "error": delivery.no_answer if delivery else None,
+            "request": delivery.request if delivery else None,
+            "request_data": delivery.request_data if delivery else None,
+            "response_data": delivery.response_data if delivery else None,
+            "attributes": progress.attributes,
+            "omnitron": written.outcome if written else None,
+            "post_script": None if posted is None else ("ran" if posted.ran else "skipped"),
+        }
 
 
 class FlowRunner:
@@ -117,7 +137,6 @@ class FlowRunner:
         dag_run = dag.test(run_conf=conf, **test_kwargs)
         return collect(dag_run)
 
-
     def clear(self, run: RunResult, task: str, map_index: int, flow_id: str = "acme_cancel") -> RunResult:
         """Clear one plan's failed task with its downstream tasks, as the UI's Clear button does
         (the same steps as the REST API's clearTaskInstances), then let the run finish."""
@@ -145,7 +164,6 @@ class FlowRunner:
         _drive(dag, scheduler_dag, dag_run, session)
         return collect(dag_run)
 
-
     def backfill(self, start: Any, end: Any, flow_id: str = "acme_cancel") -> list[RunResult]:
         """Create a backfill as `airflow backfill create` does, and run its runs one after the other."""
         from airflow import settings
@@ -158,8 +176,13 @@ class FlowRunner:
         dag = self.dagbag().get_dag(flow_id)
         scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
         backfill = _create_backfill(
-            dag_id=flow_id, from_date=start, to_date=end, max_active_runs=1, reverse=False,
-            dag_run_conf=None, triggering_user_name="test",
+            dag_id=flow_id,
+            from_date=start,
+            to_date=end,
+            max_active_runs=1,
+            reverse=False,
+            dag_run_conf=None,
+            triggering_user_name="test",
         )
         session = settings.Session()
         run_ids = [
@@ -179,7 +202,7 @@ class FlowRunner:
             results.append(collect(dag_run))
         # As the scheduler does once every run of a backfill is done.
         session = settings.Session()
-        session.query(Backfill).filter_by(id=backfill.id).update({"completed_at": dt.datetime.now(dt.timezone.utc)})
+        session.query(Backfill).filter_by(id=backfill.id).update({"completed_at": dt.datetime.now(dt.UTC)})
         session.commit()
         return results
 

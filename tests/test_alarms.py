@@ -7,8 +7,8 @@ import json
 
 from fakes import make_plan
 from fakes.smtp import FakeSmtp
-from order_cancel.alarms import RunReport, crossed, recent_run_times
-from order_cancel.config import AlarmSettings
+from order_cancel.flows.models import AlarmSettings
+from order_cancel.pipeline.report import RunReport, crossed, recent_run_times
 from tests.conftest import both_modes
 from tests.flow_runner import variable
 
@@ -44,10 +44,17 @@ def test_an_error_rate_above_the_threshold_posts_the_alarm_to_the_webhook(flows,
 def test_an_alarm_is_mailed_where_smtp_is_configured(flows, omnitron, erp_servers, monkeypatch):
     smtp = FakeSmtp().start()
     try:
-        monkeypatch.setenv("AIRFLOW_CONN_SMTP_ALERTS", json.dumps({
-            "conn_type": "smtp", "host": "127.0.0.1", "port": smtp.port,
-            "extra": {"disable_tls": True, "disable_ssl": True, "from_email": "airflow@acme.example"},
-        }))
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_SMTP_ALERTS",
+            json.dumps(
+                {
+                    "conn_type": "smtp",
+                    "host": "127.0.0.1",
+                    "port": smtp.port,
+                    "extra": {"disable_tls": True, "disable_ssl": True, "from_email": "airflow@acme.example"},
+                }
+            ),
+        )
         omnitron.add_plans([make_plan(1, order_pk=101)])
         erp_servers["token"].respond(match={"pk": 1}, status=422, body={"error": "order shipped"})
         flows.write(alarms={"error_rate": 0.5, "email": {"to": ["ops@acme.example"], "conn_id": "smtp_alerts"}})
@@ -56,8 +63,13 @@ def test_an_alarm_is_mailed_where_smtp_is_configured(flows, omnitron, erp_server
 
         [mail] = smtp.mails
         assert mail.recipients == ["ops@acme.example"] and mail.sender == "airflow@acme.example"
-        assert mail.message["Subject"] == "Order cancel flow acme_cancel: error rate 100% (1 of 1 plans) reached the threshold of 50%"
-        body = next(part for part in mail.message.walk() if part.get_content_type() == "text/html").get_payload(decode=True)
+        assert (
+            mail.message["Subject"]
+            == "Order cancel flow acme_cancel: error rate 100% (1 of 1 plans) reached the threshold of 50%"
+        )
+        body = next(part for part in mail.message.walk() if part.get_content_type() == "text/html").get_payload(
+            decode=True
+        )
         assert b"the ERP refused it (rejected)" in body
     finally:
         smtp.stop()

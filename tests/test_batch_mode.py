@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from fakes import make_plan
-from order_cancel.batch import checkpoint_key
+from order_cancel.airflow.run_data import batch_checkpoint_variable as checkpoint_key
 from tests.flow_runner import variable
 
 pytestmark = pytest.mark.parametrize("flow_mode", ["batch"], indirect=True)
@@ -27,7 +27,7 @@ def test_batches_are_mapped_and_labelled_with_their_plans(flows, omnitron, erp_s
     assert run.state == "success"
     assert [r.label for r in run.mapped("plan_batch")] == ["plans 1–2 (2)", "plans 3–4 (2)", "plans 5–5 (1)"]
     assert sent(erp_servers["token"]) == [1, 2, 3, 4, 5]
-    assert {pk: row["omnitron"] for pk, row in run.summary.items()} == {pk: "approved" for pk in range(1, 6)}
+    assert {pk: row["omnitron"] for pk, row in run.summary.items()} == dict.fromkeys(range(1, 6), "approved")
     # Each batch task loads the list it is mapped over, so that list holds only the plans' refs;
     # the whole plans of batch i wait under fetch_plans' XCom key plan_batch.i.
     assert [[item["ref"]["plan_pk"] for item in batch] for batch in run.xcom("fetch_plans")] == [[1, 2], [3, 4], [5]]
@@ -54,11 +54,14 @@ def test_clearing_a_failed_batch_after_a_fix_sends_only_the_failed_plan(flows, o
     erp = erp_servers["token"]
     omnitron.add_plans([make_plan(pk, order_pk=100 + pk) for pk in (1, 2)])
     marker = flows.folder / "scripts" / "broken"
-    flows.write_file("scripts/check.py", (
-        "import os\n"
-        f"if get_attribute('plan_pk') == '2' and os.path.exists({str(marker)!r}):\n"
-        "    raise ValueError('no reason code')\n"
-    ))
+    flows.write_file(
+        "scripts/check.py",
+        (
+            "import os\n"
+            f"if get_attribute('plan_pk') == '2' and os.path.exists({str(marker)!r}):\n"
+            "    raise ValueError('no reason code')\n"
+        ),
+    )
     marker.touch()
     flows.write(script="scripts/check.py")
 
@@ -82,14 +85,17 @@ def test_a_retried_batch_runs_only_the_failed_post_script_again(flows, omnitron,
     erp = erp_servers["token"]
     omnitron.add_plans([make_plan(pk, order_pk=100 + pk) for pk in (1, 2)])
     ran, marker = flows.folder / "post_script_runs", flows.folder / "crm_down"
-    flows.write_file("scripts/post.py", (
-        "import os\n"
-        f"with open({str(ran)!r}, 'a') as runs:\n"
-        "    runs.write(get_attribute('plan_pk') + '\\n')\n"
-        f"if get_attribute('plan_pk') == '2' and os.path.exists({str(marker)!r}):\n"
-        f"    os.remove({str(marker)!r})\n"
-        "    raise RuntimeError('CRM down')\n"
-    ))
+    flows.write_file(
+        "scripts/post.py",
+        (
+            "import os\n"
+            f"with open({str(ran)!r}, 'a') as runs:\n"
+            "    runs.write(get_attribute('plan_pk') + '\\n')\n"
+            f"if get_attribute('plan_pk') == '2' and os.path.exists({str(marker)!r}):\n"
+            f"    os.remove({str(marker)!r})\n"
+            "    raise RuntimeError('CRM down')\n"
+        ),
+    )
     marker.touch()
     flows.write(post_script="scripts/post.py", retries=1, retry_delay_seconds=0)
 

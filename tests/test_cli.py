@@ -13,13 +13,13 @@ import pytest
 import yaml
 
 from fakes.data import make_plan
-from order_cancel.config import flow_files
+from order_cancel.flows.loading import flow_files
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOWS = ROOT / "include" / "flows"
 SCRIPTS = FLOWS / "scripts"
 ERP_CANCEL_MAPPING = FLOWS / "mappings" / "erp_cancel.json"
-DEFAULT_RESPONSE = ROOT / "include" / "templates" / "default_response.py"
+DEFAULT_RESPONSE = ROOT / "plugins" / "order_cancel" / "runtime" / "templates" / "default_response.py"
 
 
 def cli(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -31,7 +31,12 @@ def cli(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Comp
     }
     return subprocess.run(
         [sys.executable, "-m", "order_cancel", *map(str, args)],
-        capture_output=True, text=True, encoding="utf-8", env=environment, cwd=ROOT, timeout=60,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=environment,
+        cwd=ROOT,
+        timeout=60,
     )
 
 
@@ -76,12 +81,15 @@ def good_folder(tmp_path):
     write(folder / "scripts" / "response.py", DEFAULT_RESPONSE.read_text(encoding="utf-8"))
     write(folder / "mappings" / "erp_cancel.json", ERP_CANCEL_MAPPING.read_text(encoding="utf-8"))
     write_flow(
-        folder, "acme_full",
+        folder,
+        "acme_full",
         get_data={"channel_type": "web", "cancel_status": "confirmed"},
         script="scripts/enrich_plan.py",
         mapping="mappings/erp_cancel.json",
         write_erp={
-            "url": "/api/cancellations", "custom_response": True, "response_script": "scripts/response.py",
+            "url": "/api/cancellations",
+            "custom_response": True,
+            "response_script": "scripts/response.py",
         },
         post_script="scripts/enrich_plan.py",
     )
@@ -148,7 +156,8 @@ def test_validate_reports_each_problem_with_file_and_field(good_folder):
 def test_validate_names_the_field_of_each_broken_script(good_folder):
     write(good_folder / "scripts" / "broken.py", "if True\n")
     path = write_flow(
-        good_folder, "bad_scripts",
+        good_folder,
+        "bad_scripts",
         write_erp={"url": "/x", "custom_response": True, "response_script": "scripts/broken.py"},
         post_script="scripts/broken.py",
     )
@@ -163,7 +172,8 @@ def test_validate_names_the_field_of_each_broken_script(good_folder):
 
 def test_validate_flags_a_response_script_that_is_never_used(good_folder):
     path = write_flow(
-        good_folder, "acme_unused_script",
+        good_folder,
+        "acme_unused_script",
         write_erp={"url": "/api/cancellations", "response_script": "scripts/response.py"},
     )
     result = cli("validate", good_folder)
@@ -177,7 +187,10 @@ def test_validate_notes_a_quartz_cron_it_translates(good_folder):
     path = write_flow(good_folder, "acme_quartz", schedule="0 0/5 * * * ?")
     result = cli("validate", good_folder)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"note: {path}: schedule: the Quartz cron '0 0/5 * * * ?' runs as the five-field cron '*/5 * * * *'" in result.stderr
+    assert (
+        f"note: {path}: schedule: the Quartz cron '0 0/5 * * * ?' runs as the five-field cron '*/5 * * * *'"
+        in result.stderr
+    )
 
 
 def test_validate_names_a_key_given_twice(good_folder):
@@ -190,7 +203,9 @@ def test_validate_names_a_key_given_twice(good_folder):
 def test_schema_prints_the_committed_json_schema():
     result = cli("schema")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == json.loads((ROOT / "include" / "flow-file.schema.json").read_text(encoding="utf-8"))
+    assert json.loads(result.stdout) == json.loads(
+        (ROOT / "include" / "flow-file.schema.json").read_text(encoding="utf-8")
+    )
 
 
 def test_validate_empty_and_missing_folders(tmp_path):
@@ -221,9 +236,7 @@ def test_script_step_short_style(plan_file):
 
 
 def test_script_step_nifi_style(plan_file):
-    result = cli(
-        "test-script", SCRIPTS / "nifi_style_transform.py", "--input", plan_file, "--attr", "channel_type=web"
-    )
+    result = cli("test-script", SCRIPTS / "nifi_style_transform.py", "--input", plan_file, "--attr", "channel_type=web")
     assert result.returncode == 0, result.stderr
     output = json.loads(result.stdout)
     assert output["result_data"]["order_number"] == "429453007"
@@ -234,11 +247,14 @@ def test_script_step_nifi_style(plan_file):
 
 
 def test_script_that_raises(tmp_path, plan_file):
-    script = write(tmp_path / "raises.py", """\
+    script = write(
+        tmp_path / "raises.py",
+        """\
         log.info("checking the plan")
         session.putAttribute(flowFile, "step", "checked")
         raise RuntimeError("no ERP code for this reason")
-    """)
+    """,
+    )
     result = cli("test-script", script, "--input", plan_file)
     assert result.returncode == 1
     output = json.loads(result.stdout)
@@ -261,9 +277,16 @@ def test_script_with_a_syntax_error(tmp_path, plan_file):
 def test_default_response_template(tmp_path, status, relation):
     body = write_json(tmp_path / "response.json", {"detail": "whatever the ERP says"})
     result = cli(
-        "test-script", DEFAULT_RESPONSE, "--input", body,
-        "--attr", f"invokehttp.status.code={status}", "--attr", "channel_type=web",
-        "--var", 'request_data={"orderNumber": "429453007"}',
+        "test-script",
+        DEFAULT_RESPONSE,
+        "--input",
+        body,
+        "--attr",
+        f"invokehttp.status.code={status}",
+        "--attr",
+        "channel_type=web",
+        "--var",
+        'request_data={"orderNumber": "429453007"}',
     )
     assert result.returncode == 0, result.stderr
     output = json.loads(result.stdout)
@@ -272,13 +295,22 @@ def test_default_response_template(tmp_path, status, relation):
 
 
 def test_script_variables_are_json_or_text(tmp_path, plan_file):
-    script = write(tmp_path / "echo.py", """\
+    script = write(
+        tmp_path / "echo.py",
+        """\
         import json
         outputStream.write(json.dumps({"request": request_data, "response": response_data}))
-    """)
+    """,
+    )
     result = cli(
-        "test-script", script, "--input", plan_file,
-        "--var", 'request_data={"orderNumber": "1"}', "--var", "response_data=accepted",
+        "test-script",
+        script,
+        "--input",
+        plan_file,
+        "--var",
+        'request_data={"orderNumber": "1"}',
+        "--var",
+        "response_data=accepted",
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["result_data"] == {"request": {"orderNumber": "1"}, "response": "accepted"}
@@ -298,10 +330,13 @@ def test_script_timeout(tmp_path, plan_file):
 
 
 def test_what_a_script_prints_stays_off_the_json(tmp_path, plan_file):
-    script = write(tmp_path / "chatty.py", """\
+    script = write(
+        tmp_path / "chatty.py",
+        """\
         print("looking at plan", 7)
         outputStream.write(input_text)
-    """)
+    """,
+    )
     result = cli("test-script", script, "--input", plan_file)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["result_data"]["pk"] == 7
@@ -323,13 +358,16 @@ def test_script_that_transfers_to_failure_is_noted(tmp_path, plan_file):
     assert "REL_FAILURE" in result.stderr
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--input", "missing.json"], "no such file: missing.json"),
-    (["--input", "{plan}", "--attr", "channel_type"], "expected KEY=VALUE"),
-    (["--input", "{plan}", "--timeout", "0"], "expected a positive number of seconds"),
-    (["--input", "{plan}", "--var", "session=1"], "cannot replace the script API names ['session']"),
-    ([], "--input"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--input", "missing.json"], "no such file: missing.json"),
+        (["--input", "{plan}", "--attr", "channel_type"], "expected KEY=VALUE"),
+        (["--input", "{plan}", "--timeout", "0"], "expected a positive number of seconds"),
+        (["--input", "{plan}", "--var", "session=1"], "cannot replace the script API names ['session']"),
+        ([], "--input"),
+    ],
+)
 def test_script_bad_arguments(plan_file, arguments, message):
     arguments = [argument.format(plan=plan_file) for argument in arguments]
     result = cli("test-script", SCRIPTS / "enrich_plan.py", *arguments)
@@ -377,4 +415,3 @@ def test_no_command():
     result = cli()
     assert result.returncode == 2
     assert "usage:" in result.stderr
-

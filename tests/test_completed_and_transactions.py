@@ -6,12 +6,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from tests.conftest import both_modes
 from fakes import make_order_transaction, make_plan
-from order_cancel.watermark import variable_key
+from order_cancel.airflow.run_data import watermark_variable as variable_key
+from tests.conftest import both_modes
 from tests.flow_runner import variable
 
-T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 COMPLETED = {"get_data": {"cancel_status": "completed", "completed_since": "2026-03-01T00:00:00Z"}}
 WATERMARK = variable_key("acme_cancel")
 
@@ -51,7 +51,9 @@ def test_watermark_takes_new_and_changed_plans_only(flows, omnitron, erp_servers
 
     assert second.state == "success"
     assert sent_pks(erp) == [2, 4]
-    [query] = [r.query for r in omnitron.requests if r.path == "/api/v1/cancellation_plans/" and r.query.get("page") == "1"][-1:]
+    [query] = [
+        r.query for r in omnitron.requests if r.path == "/api/v1/cancellation_plans/" and r.query.get("page") == "1"
+    ][-1:]
     assert query["modified_date__gte"] == "2026-03-01T12:03:00Z" and query["status"] == "completed"
 
     erp.clear_requests()
@@ -63,8 +65,17 @@ def test_watermark_takes_new_and_changed_plans_only(flows, omnitron, erp_servers
 def test_a_cap_smaller_than_the_backlog_with_equal_dates_across_a_page_boundary(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
     # Plans 3, 4 and 5 share one modification date; pages of 2 split them, and the cap of 4 too.
-    omnitron.add_plans([completed_plan(1, 1), completed_plan(2, 2), completed_plan(3, 3), completed_plan(4, 3),
-                        completed_plan(5, 3), completed_plan(6, 4), completed_plan(7, 5)])
+    omnitron.add_plans(
+        [
+            completed_plan(1, 1),
+            completed_plan(2, 2),
+            completed_plan(3, 3),
+            completed_plan(4, 3),
+            completed_plan(5, 3),
+            completed_plan(6, 4),
+            completed_plan(7, 5),
+        ]
+    )
     flows.write(get_data={**COMPLETED["get_data"], "page_size": 2, "max_plans_per_run": 4})
 
     flows.run()
@@ -126,7 +137,9 @@ def test_order_transaction_mode_maps_delivered_plans_and_retries_the_rest(flows,
     omnitron.add_order_transactions(
         [make_order_transaction(900 + pk, 500 + pk, amount="100.00", modified_date=at(pk)) for pk in (1, 2, 3)]
     )
-    flows.write_file("scripts/code.py", 'session.putAttribute(flowFile, "integration_code", "IC-" + get_attribute("plan_pk"))\n')
+    flows.write_file(
+        "scripts/code.py", 'session.putAttribute(flowFile, "integration_code", "IC-" + get_attribute("plan_pk"))\n'
+    )
     erp.respond(match={"pk": 2}, status=500, body={"error": "down"}, times=1)
     flows.write(get_data={"cancel_status": "order_transaction", "cancel_type": "refund"}, script="scripts/code.py")
 
@@ -134,7 +147,7 @@ def test_order_transaction_mode_maps_delivered_plans_and_retries_the_rest(flows,
 
     assert first.state == "success"
     assert sent_pks(erp) == [1, 2, 3]
-    tx_query = [r.query for r in omnitron.requests if r.path == "/api/v1/order_transactions/"][0]
+    tx_query = next(r.query for r in omnitron.requests if r.path == "/api/v1/order_transactions/")
     assert tx_query["transaction_type"] == "return" and tx_query["integration_mapping__isnull"] == "true"
     assert sorted(r.query["order_id"] for r in omnitron.requests if "order_id" in r.query) == ["501", "502", "503"]
     mappings = {r.path: r.body for r in omnitron.requests if r.path.endswith("/create_mapping/")}
@@ -156,11 +169,14 @@ def test_clearing_a_failed_plan_of_a_completed_flow_retries_only_that_plan(flows
     erp = erp_servers["token"]
     omnitron.add_plans([completed_plan(pk, pk) for pk in (1, 2, 3)])
     marker = flows.folder / "scripts" / "plan-2-is-broken"
-    flows.write_file("scripts/check.py", (
-        "import os\n"
-        f"if get_attribute('plan_pk') == '2' and os.path.exists({str(marker)!r}):\n"
-        "    raise ValueError('plan 2 lacks the ERP reason code')\n"
-    ))
+    flows.write_file(
+        "scripts/check.py",
+        (
+            "import os\n"
+            f"if get_attribute('plan_pk') == '2' and os.path.exists({str(marker)!r}):\n"
+            "    raise ValueError('plan 2 lacks the ERP reason code')\n"
+        ),
+    )
     marker.touch()
     flows.write(**COMPLETED, script="scripts/check.py")
 
@@ -198,9 +214,15 @@ def test_a_backfill_takes_each_interval_and_leaves_the_watermark(flows, omnitron
     runs = flows.backfill(at(60), at(120), flow_id=flow_id)  # [13:00, 14:00) and [14:00, 15:00)
 
     assert [run.state for run in runs] == ["success", "success"]
-    windows = [(r.query["modified_date__gte"], r.query["modified_date__lt"])
-               for r in omnitron.requests if r.path == "/api/v1/cancellation_plans/" and "modified_date__lt" in r.query]
-    assert windows == [("2026-03-01T13:00:00Z", "2026-03-01T14:00:00Z"), ("2026-03-01T14:00:00Z", "2026-03-01T15:00:00Z")]
+    windows = [
+        (r.query["modified_date__gte"], r.query["modified_date__lt"])
+        for r in omnitron.requests
+        if r.path == "/api/v1/cancellation_plans/" and "modified_date__lt" in r.query
+    ]
+    assert windows == [
+        ("2026-03-01T13:00:00Z", "2026-03-01T14:00:00Z"),
+        ("2026-03-01T14:00:00Z", "2026-03-01T15:00:00Z"),
+    ]
     assert [sorted(row for row in run.summary) for run in runs] == [[2], [3, 4]]
     assert sent_pks(erp) == [2, 3, 4]
     assert variable(variable_key(flow_id)) == watermark

@@ -7,8 +7,13 @@ import datetime as dt
 
 def test_a_flow_file_becomes_a_dag_with_its_schedule_and_safety_settings(flows):
     flows.write(
-        schedule="0 2 * * *", timezone="Europe/Istanbul", tags=["acme"], retries=3, retry_delay_seconds=60,
-        erp={"pool": "acme_erp", "max_parallel_writes": 4}, post_script=None,
+        schedule="0 2 * * *",
+        timezone="Europe/Istanbul",
+        tags=["acme"],
+        retries=3,
+        retry_delay_seconds=60,
+        erp={"pool": "acme_erp", "max_parallel_writes": 4},
+        post_script=None,
     )
 
     dag = flows.dagbag().get_dag("acme_cancel")
@@ -20,7 +25,14 @@ def test_a_flow_file_becomes_a_dag_with_its_schedule_and_safety_settings(flows):
     assert dag.default_args["retry_delay"] == dt.timedelta(seconds=60)
     write_erp = dag.get_task("plan.write_erp")
     assert write_erp.pool == "acme_erp" and write_erp.max_active_tis_per_dagrun == 4
-    assert set(dag.task_ids) == {"login", "fetch_plans", "plan.transform", "plan.write_erp", "plan.write_omnitron", "summary"}
+    assert set(dag.task_ids) == {
+        "login",
+        "fetch_plans",
+        "plan.transform",
+        "plan.write_erp",
+        "plan.write_omnitron",
+        "summary",
+    }
 
 
 def test_optional_steps_add_their_tasks(flows):

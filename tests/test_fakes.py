@@ -6,7 +6,7 @@ import json
 import signal
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ from fakes.data import demo_dataset
 
 PLANS = "/api/v1/cancellation_plans/"
 TRANSACTIONS = "/api/v1/order_transactions/"
-FROZEN = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+FROZEN = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
 def sample_plans() -> list[dict]:
@@ -27,19 +27,25 @@ def sample_plans() -> list[dict]:
     channel: 1 -> 1,6,7; 2 -> 2,3,8,9; 3 (marketplace) -> 4,5,10.
     """
     statuses = ["waiting", "confirmed", "completed"]
-    return [make_plan(pk, status=statuses[pk % 3], plan_type="refund" if pk % 4 == 0 else "cancel",
-                      channel=(pk // 2) % 3 + 1) for pk in range(1, 11)]
+    return [
+        make_plan(
+            pk, status=statuses[pk % 3], plan_type="refund" if pk % 4 == 0 else "cancel", channel=(pk // 2) % 3 + 1
+        )
+        for pk in range(1, 11)
+    ]
 
 
 @pytest.fixture
 def omnitron():
     fake = FakeOmnitron(clock=lambda: FROZEN)
     fake.add_plans(sample_plans())
-    fake.add_order_transactions([
-        make_order_transaction(501, 1001, amount="10.50", modified_date="2023-03-01T00:00:00.000001Z"),
-        make_order_transaction(502, 1004, amount=20, modified_date="2023-03-02T00:00:00.000001Z"),
-        make_order_transaction(503, 1002, amount=30, modified_date="2023-03-03T00:00:00.000001Z"),
-    ])
+    fake.add_order_transactions(
+        [
+            make_order_transaction(501, 1001, amount="10.50", modified_date="2023-03-01T00:00:00.000001Z"),
+            make_order_transaction(502, 1004, amount=20, modified_date="2023-03-02T00:00:00.000001Z"),
+            make_order_transaction(503, 1002, amount=30, modified_date="2023-03-03T00:00:00.000001Z"),
+        ]
+    )
     with fake:
         yield fake
 
@@ -48,8 +54,9 @@ def omnitron():
 def session(omnitron):
     """A session logged in to the fake Omnitron."""
     http = requests.Session()
-    answer = http.post(omnitron.url + "/api/v1/auth/login/",
-                       json={"username": "omnitron", "password": "omnitron-pass"}, timeout=5)
+    answer = http.post(
+        omnitron.url + "/api/v1/auth/login/", json={"username": "omnitron", "password": "omnitron-pass"}, timeout=5
+    )
     http.headers["Authorization"] = f"Token {answer.json()['key']}"
     return http
 
@@ -67,10 +74,12 @@ def pks(response) -> list[int]:
 
 
 def test_make_plan_is_deterministic_and_shaped_like_the_seed():
-    plan = make_plan(7, order_pk=3, order_number="429452907", status="completed", channel=2, items=3,
-                     refund_amount="1905.84")
-    assert plan == make_plan(7, order_pk=3, order_number="429452907", status="completed", channel=2,
-                             items=3, refund_amount="1905.84")
+    plan = make_plan(
+        7, order_pk=3, order_number="429452907", status="completed", channel=2, items=3, refund_amount="1905.84"
+    )
+    assert plan == make_plan(
+        7, order_pk=3, order_number="429452907", status="completed", channel=2, items=3, refund_amount="1905.84"
+    )
     assert plan["order"]["pk"] == 3 and plan["order"]["number"] == "429452907"
     assert plan["order"]["channel"] == 2 and plan["order"]["currency"] == "try"
     assert plan["refund_amount"] == "1905.84"
@@ -116,8 +125,9 @@ def test_expire_tokens_and_token_max_uses(omnitron, session):
     assert get(omnitron, session).status_code == 401
     omnitron.token_max_uses = 2
     fresh = requests.Session()
-    key = fresh.post(omnitron.url + "/api/v1/auth/login/",
-                     json={"username": "omnitron", "password": "omnitron-pass"}, timeout=5).json()["key"]
+    key = fresh.post(
+        omnitron.url + "/api/v1/auth/login/", json={"username": "omnitron", "password": "omnitron-pass"}, timeout=5
+    ).json()["key"]
     fresh.headers["Authorization"] = f"Token {key}"
     assert [get(omnitron, fresh).status_code for _ in range(3)] == [200, 200, 401]
     assert omnitron.tokens.issued == 2
@@ -126,30 +136,32 @@ def test_expire_tokens_and_token_max_uses(omnitron, session):
 # --- cancellation plan lists -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("params, expected", [
-    ({"status": "confirmed"}, [1, 4, 7, 10]),
-    ({"plan_type": "refund"}, [4, 8]),
-    ({"status": "completed", "plan_type": "cancel"}, [2, 5]),
-    ({"channel_type": "marketplace"}, [4, 5, 10]),
-    ({"channel_type": "web", "status": "confirmed"}, [1, 7]),
-    ({"channel_type": "pos"}, []),
-    ({"channel_id__in": "1,2"}, [1, 2, 3, 6, 7, 8, 9]),
-    ({"channel_id__in": "3"}, [4, 5, 10]),
-    ({"channel_id__in": "2", "plan_type": "refund", "status": "waiting"}, []),
-    ({"channel_id__in": ""}, list(range(1, 11))),
-    ({"order_id": "1004"}, [4]),
-    ({"modified_date__gt": make_plan(8)["modified_date"]}, [9, 10]),
-    ({"modified_date__gte": make_plan(8)["modified_date"]}, [8, 9, 10]),
-    ({"modified_date__lt": make_plan(2)["modified_date"]}, [1]),
-    ({"modified_date__lte": "2023-02-07T08:02:00.008642+00:00"}, [1, 2]),
-])
+@pytest.mark.parametrize(
+    "params, expected",
+    [
+        ({"status": "confirmed"}, [1, 4, 7, 10]),
+        ({"plan_type": "refund"}, [4, 8]),
+        ({"status": "completed", "plan_type": "cancel"}, [2, 5]),
+        ({"channel_type": "marketplace"}, [4, 5, 10]),
+        ({"channel_type": "web", "status": "confirmed"}, [1, 7]),
+        ({"channel_type": "pos"}, []),
+        ({"channel_id__in": "1,2"}, [1, 2, 3, 6, 7, 8, 9]),
+        ({"channel_id__in": "3"}, [4, 5, 10]),
+        ({"channel_id__in": "2", "plan_type": "refund", "status": "waiting"}, []),
+        ({"channel_id__in": ""}, list(range(1, 11))),
+        ({"order_id": "1004"}, [4]),
+        ({"modified_date__gt": make_plan(8)["modified_date"]}, [9, 10]),
+        ({"modified_date__gte": make_plan(8)["modified_date"]}, [8, 9, 10]),
+        ({"modified_date__lt": make_plan(2)["modified_date"]}, [1]),
+        ({"modified_date__lte": "2023-02-07T08:02:00.008642+00:00"}, [1, 2]),
+    ],
+)
 def test_plan_filters(omnitron, session, params, expected):
     assert pks(get(omnitron, session, limit=100, **params)) == expected
 
 
 def test_invalid_filter_values_are_400(omnitron, session):
-    assert get(omnitron, session, channel_id__in="1,x").json() == {
-        "channel_id__in": ["Enter a whole number."]}
+    assert get(omnitron, session, channel_id__in="1,x").json() == {"channel_id__in": ["Enter a whole number."]}
     assert get(omnitron, session, modified_date__gt="yesterday").status_code == 400
 
 
@@ -203,8 +215,10 @@ def test_create_mapping(omnitron, session):
     assert omnitron.order_transactions[502]["integration_mapping"] == {"code": "7"}
     assert pks(get(omnitron, session, TRANSACTIONS, integration_mapping__isnull="true")) == [501, 503]
     assert pks(get(omnitron, session, TRANSACTIONS, integration_mapping__isnull="false")) == [502]
-    assert session.post(omnitron.url + TRANSACTIONS + "999/create_mapping/", json={"code": "1"},
-                        timeout=5).status_code == 404
+    assert (
+        session.post(omnitron.url + TRANSACTIONS + "999/create_mapping/", json={"code": "1"}, timeout=5).status_code
+        == 404
+    )
     assert session.post(url, json={}, timeout=5).status_code == 400
 
 
@@ -213,8 +227,9 @@ def test_create_mapping(omnitron, session):
 
 def test_cancellation_approved_order(omnitron, session):
     def approve(order_pk, body):
-        return session.post(f"{omnitron.url}/api/v1/orders/{order_pk}/cancellation_approved_order/",
-                            json=body, timeout=5)
+        return session.post(
+            f"{omnitron.url}/api/v1/orders/{order_pk}/cancellation_approved_order/", json=body, timeout=5
+        )
 
     answer = approve(1004, {"cancellation_plan": 4})
     assert answer.status_code == 200 and answer.json()["status"] == "approved"
@@ -272,11 +287,15 @@ def test_fault_status_and_body_then_normal(omnitron, session):
 def test_fault_forever_any_method_and_clear(omnitron, session):
     omnitron.add_fault("*", "update_status", status=502, times=None)
     for _ in range(3):
-        assert session.post(f"{omnitron.url}{PLANS}1/update_status/", json={"status": "confirmed"},
-                            timeout=5).status_code == 502
+        assert (
+            session.post(f"{omnitron.url}{PLANS}1/update_status/", json={"status": "confirmed"}, timeout=5).status_code
+            == 502
+        )
     omnitron.clear_faults()
-    assert session.post(f"{omnitron.url}{PLANS}1/update_status/", json={"status": "confirmed"},
-                        timeout=5).status_code == 200
+    assert (
+        session.post(f"{omnitron.url}{PLANS}1/update_status/", json={"status": "confirmed"}, timeout=5).status_code
+        == 200
+    )
 
 
 def test_fault_delay_causes_client_timeout(omnitron, session):
@@ -331,14 +350,23 @@ def make_erp():
 
 def test_erp_accepts_any_path_and_method(make_erp):
     erp = make_erp()
-    answers = [requests.request(method, erp.url + path, json={"pk": 1}, timeout=5)
-               for method, path in [("POST", "/api/cancellations"), ("PUT", "/api/crm/notify"),
-                                    ("PATCH", "/x"), ("GET", "/api/cancellations")]]
+    answers = [
+        requests.request(method, erp.url + path, json={"pk": 1}, timeout=5)
+        for method, path in [
+            ("POST", "/api/cancellations"),
+            ("PUT", "/api/crm/notify"),
+            ("PATCH", "/x"),
+            ("GET", "/api/cancellations"),
+        ]
+    ]
     assert [a.status_code for a in answers] == [201] * 4
     assert [a.json()["id"] for a in answers] == ["ERP-1", "ERP-2", "ERP-3", "ERP-4"]
     assert answers[0].json()["status"] == "accepted"
     assert [(r.method, r.path) for r in erp.calls(path_prefix="/api/")] == [
-        ("POST", "/api/cancellations"), ("PUT", "/api/crm/notify"), ("GET", "/api/cancellations")]
+        ("POST", "/api/cancellations"),
+        ("PUT", "/api/crm/notify"),
+        ("GET", "/api/cancellations"),
+    ]
 
 
 def test_erp_token_auth(make_erp):
@@ -356,8 +384,9 @@ def test_erp_token_auth(make_erp):
 
 def test_erp_token_path_header_and_no_prefix(make_erp):
     erp = make_erp(auth="token", token_path="data.token", header_name="X-Auth", token_prefix=None)
-    token = requests.post(erp.url + "/api/auth/login", json={"username": "erp", "password": "erp-pass"},
-                          timeout=5).json()["data"]["token"]
+    token = requests.post(
+        erp.url + "/api/auth/login", json={"username": "erp", "password": "erp-pass"}, timeout=5
+    ).json()["data"]["token"]
     assert requests.get(erp.url + "/q", headers={"X-Auth": token}, timeout=5).status_code == 201
     assert requests.get(erp.url + "/q", headers={"X-Auth": f"Bearer {token}"}, timeout=5).status_code == 401
 
@@ -369,10 +398,15 @@ def test_erp_basic_auth(make_erp):
     assert requests.post(erp.url + "/c", timeout=5).status_code == 401
 
 
-@pytest.mark.parametrize("header_name, value, status", [
-    ("Authorization", "static-secret", 201), ("Authorization", "Bearer static-secret", 201),
-    ("Authorization", "Bearer other", 401), ("X-Api-Key", "static-secret", 201),
-])
+@pytest.mark.parametrize(
+    "header_name, value, status",
+    [
+        ("Authorization", "static-secret", 201),
+        ("Authorization", "Bearer static-secret", 201),
+        ("Authorization", "Bearer other", 401),
+        ("X-Api-Key", "static-secret", 201),
+    ],
+)
 def test_erp_header_auth(make_erp, header_name, value, status):
     erp = make_erp(auth="header", header_name=header_name)
     assert requests.post(erp.url + "/c", headers={header_name: value}, timeout=5).status_code == status
@@ -417,8 +451,12 @@ def test_erp_scripted_delay_and_drop(make_erp):
 def test_erp_faults_come_before_auth(make_erp):
     erp = make_erp(auth="token")
     erp.add_fault("POST", "/api/auth/login", status=503)
-    assert requests.post(erp.url + "/api/auth/login", json={"username": "erp", "password": "erp-pass"},
-                         timeout=5).status_code == 503
+    assert (
+        requests.post(
+            erp.url + "/api/auth/login", json={"username": "erp", "password": "erp-pass"}, timeout=5
+        ).status_code
+        == 503
+    )
 
 
 # --- control API -------------------------------------------------------------------------------
@@ -433,8 +471,12 @@ def test_omnitron_control_api(omnitron, session):
     assert omnitron.requests == []
     assert requests.post(control + "/plans", json=[make_plan(42, channel=3)], timeout=5).status_code == 200
     assert 42 in [p["pk"] for p in requests.get(control + "/plans", timeout=5).json()]
-    assert requests.post(control + "/faults", json={"method": "GET", "path_regex": "cancellation",
-                                                    "status": 500}, timeout=5).status_code == 200
+    assert (
+        requests.post(
+            control + "/faults", json={"method": "GET", "path_regex": "cancellation", "status": 500}, timeout=5
+        ).status_code
+        == 200
+    )
     assert get(omnitron, session).status_code == 500
     assert requests.post(control + "/faults", json={"bogus": 1}, timeout=5).status_code == 400
     requests.post(control + "/expire_tokens", timeout=5)
@@ -445,10 +487,15 @@ def test_omnitron_control_api(omnitron, session):
 def test_erp_control_api(make_erp):
     erp = make_erp(auth="token")
     control = erp.url + "/_fake"
-    assert requests.post(control + "/responses", json={"match": {"pk": 5}, "status": 422, "body": {"e": 1}},
-                         timeout=5).status_code == 200
-    token = requests.post(erp.url + "/api/auth/login", json={"username": "erp", "password": "erp-pass"},
-                          timeout=5).json()["access_token"]
+    assert (
+        requests.post(
+            control + "/responses", json={"match": {"pk": 5}, "status": 422, "body": {"e": 1}}, timeout=5
+        ).status_code
+        == 200
+    )
+    token = requests.post(
+        erp.url + "/api/auth/login", json={"username": "erp", "password": "erp-pass"}, timeout=5
+    ).json()["access_token"]
     headers = {"Authorization": f"Bearer {token}"}
     assert requests.post(erp.url + "/c", json={"pk": 5}, headers=headers, timeout=5).status_code == 422
     requests.post(control + "/expire_tokens", timeout=5)
@@ -460,9 +507,23 @@ def test_erp_control_api(make_erp):
 
 def test_main_runs_both_fakes_until_sigterm():
     process = subprocess.Popen(
-        [sys.executable, "-m", "fakes", "--omnitron-port", "0", "--erp-port", "0", "--plans", "5",
-         "--erp-auth", "basic"],
-        cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "fakes",
+            "--omnitron-port",
+            "0",
+            "--erp-port",
+            "0",
+            "--plans",
+            "5",
+            "--erp-auth",
+            "basic",
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         omnitron_line, erp_line = process.stdout.readline(), process.stdout.readline()
         omnitron_url = omnitron_line.split()[2]

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import both_modes
 from fakes import make_plan
+from tests.conftest import both_modes
 from tests.flow_runner import ROOT
 
 APPROVE = "/api/v1/orders/{order}/cancellation_approved_order/"
@@ -49,7 +49,9 @@ def test_omnitron_5xx_on_the_list_is_retried_then_succeeds(flows, omnitron, erp_
 
 @both_modes
 @pytest.mark.parametrize("fault", [{"status": 500}, {"delay": 1.5}], ids=["5xx", "timeout"])
-def test_omnitron_list_failing_for_good_fails_the_run_without_touching_a_plan(flows, omnitron, erp_servers, three_plans, fault):
+def test_omnitron_list_failing_for_good_fails_the_run_without_touching_a_plan(
+    flows, omnitron, erp_servers, three_plans, fault
+):
     omnitron.add_fault("GET", PLANS, times=None, **fault)
     flows.write(**RETRYING, omnitron={"timeout_seconds": 0.5})
 
@@ -64,7 +66,11 @@ def test_omnitron_list_failing_for_good_fails_the_run_without_touching_a_plan(fl
 
 @pytest.mark.parametrize(
     "raw_body",
-    [b'{"count": 3, "next": null, "results": [{"pk": 1', b"<html>502 Bad Gateway</html>", b'{"count": 3, "results": "\xff\xfe"}'],
+    [
+        b'{"count": 3, "next": null, "results": [{"pk": 1',
+        b"<html>502 Bad Gateway</html>",
+        b'{"count": 3, "results": "\xff\xfe"}',
+    ],
     ids=["truncated", "html", "not-utf8"],
 )
 def test_a_malformed_page_fails_the_fetch_cleanly(flows, omnitron, erp_servers, three_plans, raw_body):
@@ -126,7 +132,9 @@ def test_an_erp_that_does_not_accept_leaves_the_plan_for_a_later_run(flows, omni
 
 
 @both_modes
-def test_an_erp_refusing_connections_leaves_every_plan_untouched(flows, omnitron, erp_servers, three_plans, monkeypatch):
+def test_an_erp_refusing_connections_leaves_every_plan_untouched(
+    flows, omnitron, erp_servers, three_plans, monkeypatch
+):
     closed = erp_servers["none"]
     url = closed.url
     closed.stop()  # nothing listens on that port any more
@@ -171,10 +179,12 @@ def test_a_huge_erp_answer_is_cut_in_memory_and_in_xcom(flows, omnitron, erp_ser
 
 
 @both_modes
-def test_a_retried_erp_write_carries_the_same_idempotency_key_and_books_once(flows, omnitron, erp_servers, three_plans, monkeypatch):
+def test_a_retried_erp_write_carries_the_same_idempotency_key_and_books_once(
+    flows, omnitron, erp_servers, three_plans, monkeypatch
+):
     """The ERP booked plan 2, then the task died before it could record that (as when a worker is
     killed mid-write); Airflow retries the task, which sends plan 2 again with the same key."""
-    from order_cancel.erp import ErpClient
+    from order_cancel.clients.erp import ErpClient
 
     erp = erp_servers["token"]
     real_send, crashed = ErpClient.send, []
@@ -226,7 +236,9 @@ def test_a_plan_missing_fields_fails_alone(flows, omnitron, erp_servers, three_p
     assert run.state == "failed"
     assert run.summary[4]["error"] == "transform: PlanDataError: the script transferred the plan to REL_FAILURE"
     assert statuses(omnitron, 1, 2, 3, 4) == {1: "approved", 2: "approved", 3: "approved", 4: "waiting"}
-    assert sorted(r.body["cancellation_id"] for r in erp_servers["token"].requests if r.path == "/api/cancellations") == [1, 2, 3]
+    assert sorted(
+        r.body["cancellation_id"] for r in erp_servers["token"].requests if r.path == "/api/cancellations"
+    ) == [1, 2, 3]
 
 
 def test_turkish_text_travels_unchanged(flows, omnitron, erp_servers):
@@ -245,11 +257,7 @@ def test_turkish_text_travels_unchanged(flows, omnitron, erp_servers):
 
 @both_modes
 def test_a_script_that_loops_forever_is_stopped_and_fails_its_plan(flows, omnitron, erp_servers, three_plans):
-    flows.write_file("scripts/slow.py", (
-        "if get_attribute('plan_pk') == '3':\n"
-        "    while True:\n"
-        "        pass\n"
-    ))
+    flows.write_file("scripts/slow.py", ("if get_attribute('plan_pk') == '3':\n    while True:\n        pass\n"))
     flows.write(script="scripts/slow.py", script_timeout_seconds=1)
 
     run = flows.run()
@@ -265,10 +273,15 @@ def test_a_jolt_spec_that_fails_on_one_plan_fails_only_that_plan(flows, omnitron
     attack = make_plan(4, order_pk=104)
     attack["order"]["extra_field"] = {"erp_line": "999999999"}
     omnitron.add_plans([attack])
-    mapping = [{"operation": "shift", "spec": {
-        "pk": "pk",
-        "order": {"extra_field": {"erp_line": "lines[@(0)].line"}},
-    }}]
+    mapping = [
+        {
+            "operation": "shift",
+            "spec": {
+                "pk": "pk",
+                "order": {"extra_field": {"erp_line": "lines[@(0)].line"}},
+            },
+        }
+    ]
     flows.write(mapping=mapping)
 
     run = flows.run()

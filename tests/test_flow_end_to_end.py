@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import both_modes
 from fakes import make_plan
+from tests.conftest import both_modes
 from tests.flow_runner import BASE_FLOW
 
 APPROVE = "/api/v1/orders/{order}/cancellation_approved_order/"
@@ -86,7 +86,10 @@ def test_each_relation_gets_its_omnitron_call(flows, omnitron, erp_servers):
         key=str,
     )
     assert {pk: omnitron.plans[pk]["status"] for pk in (1, 2, 3, 4)} == {
-        1: "approved", 2: "rejected", 3: "waiting", 4: "approved"
+        1: "approved",
+        2: "rejected",
+        3: "waiting",
+        4: "approved",
     }
     assert {pk: (row["relation"], row["omnitron"]) for pk, row in run.summary.items()} == {
         1: ("continue", "approved"),
@@ -180,7 +183,9 @@ def test_pagination_and_the_per_run_cap(flows, omnitron, erp_servers):
 
 
 def test_mapped_instances_are_labelled_with_plan_and_order(flows, omnitron):
-    omnitron.add_plans([make_plan(31, order_pk=310, order_number="429452907"), make_plan(32, order_pk=320, order_number="429452908")])
+    omnitron.add_plans(
+        [make_plan(31, order_pk=310, order_number="429452907"), make_plan(32, order_pk=320, order_number="429452908")]
+    )
     flows.write()
 
     run = flows.run()
@@ -215,7 +220,7 @@ def test_a_failed_omnitron_update_fails_that_plan_only_and_the_run(flows, omnitr
 def test_bad_credentials_fail_the_login_task_with_a_clear_error(flows, omnitron, monkeypatch):
     monkeypatch.setenv(
         "AIRFLOW_CONN_OMNITRON_TEST",
-        '{"conn_type": "http", "host": "%s", "login": "omnitron", "password": "wrong"}' % omnitron.url,
+        f'{{"conn_type": "http", "host": "{omnitron.url}", "login": "omnitron", "password": "wrong"}}',
     )
     omnitron.add_plans([make_plan(1, order_pk=100)])
     flows.write()
@@ -263,4 +268,10 @@ def test_clearing_a_failed_omnitron_update_retries_it_without_resending_to_the_e
     assert erp_writes(erp) == [], "the ERP already accepted plan 2: it is not sent again"
     assert omnitron_writes(omnitron) == [(APPROVE.format(order=302), {"cancellation_plan": 2})]
     assert omnitron.plans[2]["status"] == "approved"
-    assert cleared.summary[2] == {"plan": 2, "order": omnitron.plans[2]["order"]["number"], "relation": "continue", "omnitron": "approved", "error": None}
+    assert cleared.summary[2] == {
+        "plan": 2,
+        "order": omnitron.plans[2]["order"]["number"],
+        "relation": "continue",
+        "omnitron": "approved",
+        "error": None,
+    }

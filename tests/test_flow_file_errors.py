@@ -14,9 +14,10 @@ import pytest
 import yaml
 
 from fakes import make_plan
-from order_cancel import factory
-from order_cancel.config import FlowConfigError, FlowsFolderError, json_schema, load_flow, load_flows
-from order_cancel.schedule import ScheduleError, airflow_schedule
+from order_cancel.airflow import factory
+from order_cancel.flows.loading import FlowConfigError, FlowsFolderError, load_flow, load_flows
+from order_cancel.flows.models import json_schema
+from order_cancel.flows.schedule import ScheduleError, airflow_schedule
 from tests.conftest import both_modes
 from tests.flow_runner import BASE_FLOW, ROOT
 
@@ -31,7 +32,9 @@ MINIMAL = {
 def flow_file(folder: Path, name: str, text: str | None = None, **fields) -> Path:
     """A flow file from raw YAML text, or from the minimal flow plus `fields`."""
     path = folder / f"{name}.yaml"
-    path.write_text(text if text is not None else yaml.safe_dump({"flow_id": name, **MINIMAL, **fields}), encoding="utf-8")
+    path.write_text(
+        text if text is not None else yaml.safe_dump({"flow_id": name, **MINIMAL, **fields}), encoding="utf-8"
+    )
     return path
 
 
@@ -54,10 +57,17 @@ def import_error_lines(bag) -> list[str]:
 # -- what loading refuses, one sentence each --------------------------------------------------------
 
 
-@pytest.mark.parametrize("field, value", [
-    ("start_date", "2026-02-30"), ("start_date", "2025-02-29"), ("start_date", "2026-04-31"),
-    ("start_date", "2026-13-01"), ("start_date", "2026-01-01T25:00:00"), ("start_date", "tomorrow"),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("start_date", "2026-02-30"),
+        ("start_date", "2025-02-29"),
+        ("start_date", "2026-04-31"),
+        ("start_date", "2026-13-01"),
+        ("start_date", "2026-01-01T25:00:00"),
+        ("start_date", "tomorrow"),
+    ],
+)
 def test_an_impossible_date_is_one_line_naming_the_field_and_the_value(tmp_path, field, value):
     path = flow_file(tmp_path, "acme", f"flow_id: acme\n{field}: {value}\n" + yaml.safe_dump(MINIMAL))
     [problem] = problems_of(path)
@@ -70,12 +80,16 @@ def test_an_impossible_completed_since_names_its_nested_field(tmp_path):
     assert problem.startswith("get_data.completed_since: ") and "day value is outside expected range" in problem
 
 
-@pytest.mark.parametrize("fields, field", [
-    ({"tags": ["x" * 101]}, "tags.0"),
-    ({"flow_id": "x" * 201}, "flow_id"),
-    ({"omnitron": {"conn_id": "c" * 251}}, "omnitron.conn_id"),
-    ({"erp": {"conn_id": "erp_test", "pool": "p" * 257}}, "erp.pool"),
-], ids=["tag", "flow_id", "conn_id", "pool"])
+@pytest.mark.parametrize(
+    "fields, field",
+    [
+        ({"tags": ["x" * 101]}, "tags.0"),
+        ({"flow_id": "x" * 201}, "flow_id"),
+        ({"omnitron": {"conn_id": "c" * 251}}, "omnitron.conn_id"),
+        ({"erp": {"conn_id": "erp_test", "pool": "p" * 257}}, "erp.pool"),
+    ],
+    ids=["tag", "flow_id", "conn_id", "pool"],
+)
 def test_values_longer_than_airflow_accepts_are_refused_on_loading(tmp_path, fields, field):
     [problem] = problems_of(flow_file(tmp_path, "acme", **fields))
     assert problem.startswith(f"{field}: String should have at most ")
@@ -93,10 +107,13 @@ def test_a_key_given_twice_names_the_key_and_both_lines(tmp_path):
     ]
 
 
-@pytest.mark.parametrize("mapping, problem", [
-    ("shift", "mapping: file shift not found in "),
-    (5, "mapping: must be the path of a Jolt spec file, or the spec itself inline"),
-])
+@pytest.mark.parametrize(
+    "mapping, problem",
+    [
+        ("shift", "mapping: file shift not found in "),
+        (5, "mapping: must be the path of a Jolt spec file, or the spec itself inline"),
+    ],
+)
 def test_a_mapping_of_the_wrong_kind_is_a_sentence(tmp_path, mapping, problem):
     [line] = problems_of(flow_file(tmp_path, "acme", mapping=mapping))
     assert line.startswith(problem) and "function-after" not in line
@@ -115,31 +132,40 @@ def test_a_token_login_without_url_names_the_field_not_the_union_member(tmp_path
 # -- schedules ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("quartz, cron", [
-    ("0 0/5 * * * ?", "*/5 * * * *"),
-    ("0 */5 * * * ?", "*/5 * * * *"),
-    ("0 0 0 * * ?", "0 0 * * *"),
-    ("0 0 * * * *", "0 * * * *"),
-    ("0 30 9 ? * MON-FRI", "30 9 * * MON-FRI"),
-    ("0 30 9 ? * 2-6", "30 9 * * 1-5"),  # Quartz counts weekdays from 1 = Sunday
-    ("0 0 12 1/2 * ?", "0 12 1-31/2 * *"),
-    ("0 15 10 ? * 6#3", "15 10 * * 5#3"),
-    ("0 0 8 ? * * *", "0 8 * * *"),
-])
+@pytest.mark.parametrize(
+    "quartz, cron",
+    [
+        ("0 0/5 * * * ?", "*/5 * * * *"),
+        ("0 */5 * * * ?", "*/5 * * * *"),
+        ("0 0 0 * * ?", "0 0 * * *"),
+        ("0 0 * * * *", "0 * * * *"),
+        ("0 30 9 ? * MON-FRI", "30 9 * * MON-FRI"),
+        ("0 30 9 ? * 2-6", "30 9 * * 1-5"),  # Quartz counts weekdays from 1 = Sunday
+        ("0 0 12 1/2 * ?", "0 12 1-31/2 * *"),
+        ("0 15 10 ? * 6#3", "15 10 * * 5#3"),
+        ("0 0 8 ? * * *", "0 8 * * *"),
+    ],
+)
 def test_a_quartz_cron_with_seconds_0_runs_as_its_five_field_twin(quartz, cron):
     schedule = airflow_schedule(quartz)
     assert schedule.expression == cron
     assert schedule.note == f"the Quartz cron {quartz!r} runs as the five-field cron {cron!r}"
 
 
-@pytest.mark.parametrize("quartz, sentence", [
-    ("30 0/5 * * * ?", "fires at second '30'; Airflow schedules whole minutes: write the five-field cron '*/5 * * * *'"),
-    ("*/10 * * * * ?", "fires at second '*/10'"),
-    ("0 0 12 * * ? 2027", "names a year ('2027'); Airflow crons have no year field: write '0 12 * * *'"),
-    ("0 15 10 ? * 6L", "uses Quartz's L, W or #"),
-    ("0 0 * *", "is not a schedule: write a five-field cron"),
-    ("61 * * * *", "is not a valid cron expression"),
-])
+@pytest.mark.parametrize(
+    "quartz, sentence",
+    [
+        (
+            "30 0/5 * * * ?",
+            "fires at second '30'; Airflow schedules whole minutes: write the five-field cron '*/5 * * * *'",
+        ),
+        ("*/10 * * * * ?", "fires at second '*/10'"),
+        ("0 0 12 * * ? 2027", "names a year ('2027'); Airflow crons have no year field: write '0 12 * * *'"),
+        ("0 15 10 ? * 6L", "uses Quartz's L, W or #"),
+        ("0 0 * *", "is not a schedule: write a five-field cron"),
+        ("61 * * * *", "is not a valid cron expression"),
+    ],
+)
 def test_a_cron_airflow_cannot_run_is_refused_with_what_to_write(quartz, sentence):
     with pytest.raises(ScheduleError) as refused:
         airflow_schedule(quartz)
@@ -171,7 +197,9 @@ def test_broken_flow_files_each_have_their_line_and_the_good_flows_load_and_run(
 
     bag = flows.dagbag()
 
-    assert set(bag.dags) == {"acme_cancel", "acme_quartz", "bad_script", "bad_spec"}, "a flow that cannot run still loads"
+    assert set(bag.dags) == {"acme_cancel", "acme_quartz", "bad_script", "bad_spec"}, (
+        "a flow that cannot run still loads"
+    )
     header, *lines = import_error_lines(bag)
     assert header.startswith("6 flow file(s) with problems (each line: file: field: problem):")
     by_file = {Path(line.split(": ", 1)[0]).name: line.split(": ", 1)[1] for line in lines}
@@ -180,7 +208,10 @@ def test_broken_flow_files_each_have_their_line_and_the_good_flows_load_and_run(
     assert by_file["every_second.yaml"].startswith("schedule: '30 * * * * *' is a Quartz cron that fires at second")
     assert by_file["twice.yaml"] == "flow_id: given twice, on lines 1 and 2"
     assert by_file["bad_script.yaml"].startswith("script: syntax error: ")
-    assert by_file["bad_spec.yaml"].startswith("mapping: Jolt spec ") and "unknown operation 'shiftr'" in by_file["bad_spec.yaml"]
+    assert (
+        by_file["bad_spec.yaml"].startswith("mapping: Jolt spec ")
+        and "unknown operation 'shiftr'" in by_file["bad_spec.yaml"]
+    )
     assert len(lines) == 6
     assert flows.run().state == "success"
     assert omnitron.plans[1]["status"] == "approved"
@@ -267,7 +298,8 @@ def test_a_script_that_does_not_compile_fails_at_once_without_retries(flows, omn
 
 def test_refused_omnitron_credentials_are_tried_once(flows, omnitron, monkeypatch):
     monkeypatch.setenv(
-        "AIRFLOW_CONN_OMNITRON_TEST", json.dumps({"conn_type": "http", "host": omnitron.url, "login": "omnitron", "password": "wrong"})
+        "AIRFLOW_CONN_OMNITRON_TEST",
+        json.dumps({"conn_type": "http", "host": omnitron.url, "login": "omnitron", "password": "wrong"}),
     )
     flows.write(retries=2, retry_delay_seconds=0)
 
@@ -309,9 +341,9 @@ def closed_port_url() -> str:
 
 
 def test_a_login_that_cannot_connect_names_the_url_and_no_credential():
-    from order_cancel.config import TokenLogin
-    from order_cancel.erp import ErpClient, ErpLoginError
-    from order_cancel.omnitron import OmnitronClient, OmnitronError
+    from order_cancel.clients.erp import ErpClient, ErpLoginError
+    from order_cancel.clients.omnitron import OmnitronClient, OmnitronError
+    from order_cancel.flows.models import TokenLogin
 
     url = closed_port_url()
     with pytest.raises(OmnitronError) as omnitron_failure:
@@ -319,7 +351,10 @@ def test_a_login_that_cannot_connect_names_the_url_and_no_credential():
     with pytest.raises(ErpLoginError) as erp_failure:
         ErpClient(url, TokenLogin(type="token", url="/api/auth/login"), "erp", "s3cret-erp").login()
 
-    assert str(omnitron_failure.value) == f"Omnitron POST failed: ConnectionError at {url}/api/v1/auth/login/ (connection refused)"
+    assert (
+        str(omnitron_failure.value)
+        == f"Omnitron POST failed: ConnectionError at {url}/api/v1/auth/login/ (connection refused)"
+    )
     assert str(erp_failure.value) == f"ERP login failed: ConnectionError at {url}/api/auth/login (connection refused)"
     assert "s3cret" not in str(omnitron_failure.value) + str(erp_failure.value)
 

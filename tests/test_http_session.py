@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import requests
 
-from order_cancel.http_session import HttpSession
-from order_cancel.omnitron import OmnitronClient
+from order_cancel.clients.http import HttpSession
+from order_cancel.clients.omnitron import OmnitronClient
 from tests.conftest import OMNITRON_PASSWORD, OMNITRON_USER
 
 
@@ -31,14 +31,17 @@ def test_no_proxy_and_the_ca_bundle_are_honoured_as_by_requests(monkeypatch, tmp
     for url in ("https://erp.internal/api/cancellations", "https://omnitron.example/api/v1/"):
         ours = HttpSession().merge_environment_settings(url, {}, None, True, None)
         assert ours == requests.Session().merge_environment_settings(url, {}, None, True, None)
-    assert HttpSession().merge_environment_settings("https://erp.internal/x", {}, None, True, None)["verify"] == str(bundle)
+    assert HttpSession().merge_environment_settings("https://erp.internal/x", {}, None, True, None)["verify"] == str(
+        bundle
+    )
 
 
 def test_the_environment_is_read_once_per_host(monkeypatch):
     reads = []
     plain = requests.Session.merge_environment_settings
-    monkeypatch.setattr(requests.Session, "merge_environment_settings",
-                        lambda self, *args: reads.append(args[0]) or plain(self, *args))
+    monkeypatch.setattr(
+        requests.Session, "merge_environment_settings", lambda self, *args: reads.append(args[0]) or plain(self, *args)
+    )
     session = HttpSession()
 
     for path in ("a", "b", "c"):

@@ -14,6 +14,7 @@ Two choices keep this deterministic on any CI machine:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -51,12 +52,29 @@ class LocalStack:
         env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "ORDER_CANCEL"))}
         env["PYTHONPATH"] = str(ROOT)
         command = [
-            sys.executable, "-m", "devtools.local_airflow", "--home", str(self.home), "--manual-only",
-            "--port", str(self.port), "--omnitron-port", str(self.omnitron_port), "--erp-port", str(self.erp_port),
+            sys.executable,
+            "-m",
+            "devtools.local_airflow",
+            "--home",
+            str(self.home),
+            "--manual-only",
+            "--port",
+            str(self.port),
+            "--omnitron-port",
+            str(self.omnitron_port),
+            "--erp-port",
+            str(self.erp_port),
         ] + (["--flows-dir", str(self.flows_dir)] if self.flows_dir else [])
         with open(self.output, "wb") as out:
-            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def log(self) -> str:
         return self.output.read_text(errors="replace") if self.output.exists() else ""
@@ -82,16 +100,12 @@ class LocalStack:
     def force_cleanup(self) -> None:
         """The safety net after a failed test: nothing of this stack may outlive the test."""
         if self.process is not None and self.process.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.process.wait(timeout=10)
         for pid in marked_processes(str(self.home)):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     # --- REST API, as a browser test or a person would use it ---------------------------------
 
@@ -160,21 +174,28 @@ def test_local_airflow_runs_a_flow_and_stops_cleanly(local_stack):
     mapped = [ti for ti in instances if ti["map_index"] >= 0]
     # The demo data has one confirmed web refund: plan 7 of order 429453007, three steps.
     assert {ti["task_id"] for ti in mapped} == {"plan.transform", "plan.write_erp", "plan.write_omnitron"}
-    assert all(LABEL.match(ti["rendered_map_index"] or "") for ti in mapped), [ti["rendered_map_index"] for ti in mapped]
+    assert all(LABEL.match(ti["rendered_map_index"] or "") for ti in mapped), [
+        ti["rendered_map_index"] for ti in mapped
+    ]
     assert {ti["rendered_map_index"] for ti in mapped} == {"plan 7 · order 429453007"}
     assert all(ti["state"] == "success" for ti in instances), states
     # The summary leaves the run's report as the run's note, through the airflow_api connection.
     note = local_stack.api("GET", f"/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}")["note"]
     assert note.startswith("**1 plan(s)** in ") and note.endswith(": continue 1"), note
     # The run really went to the fakes of this stack.
-    erp_calls = requests.get(f"http://127.0.0.1:{local_stack.erp_port}/_fake/requests", timeout=10,
-                             proxies={"http": None}).json()
-    assert [(call["method"], call["path"]) for call in erp_calls if call["path"] == "/api/refunds"] == [("PUT", "/api/refunds")]
+    erp_calls = requests.get(
+        f"http://127.0.0.1:{local_stack.erp_port}/_fake/requests", timeout=10, proxies={"http": None}
+    ).json()
+    assert [(call["method"], call["path"]) for call in erp_calls if call["path"] == "/api/refunds"] == [
+        ("PUT", "/api/refunds")
+    ]
 
     stopping = time.monotonic()
     assert local_stack.stop() == 0, local_stack.log()
-    print(f"ready after {ready_after:.1f} s, run (from ready to finished) {run_seconds:.1f} s, "
-          f"run duration {run['duration']:.1f} s, stop {time.monotonic() - stopping:.1f} s")
+    print(
+        f"ready after {ready_after:.1f} s, run (from ready to finished) {run_seconds:.1f} s, "
+        f"run duration {run['duration']:.1f} s, stop {time.monotonic() - stopping:.1f} s"
+    )
     assert "no process left" in local_stack.log()
     assert marked_processes(str(local_stack.home)) == []
     for port in (local_stack.port, local_stack.omnitron_port, local_stack.erp_port):

@@ -15,7 +15,7 @@ import yaml
 from pyjolt import Chainr, SpecError
 
 from fakes.data import make_plan
-from order_cancel.mapping import DEFAULT_MAX_ARRAY_INDEX, JoltMapping, MappingError, load_spec_file
+from order_cancel.runtime.jolt import DEFAULT_MAX_ARRAY_INDEX, JoltMapping, MappingError, load_spec_file
 
 ROOT = Path(__file__).resolve().parents[1]
 ERP_CANCEL_MAPPING = ROOT / "include" / "flows" / "mappings" / "erp_cancel.json"
@@ -48,9 +48,7 @@ def test_chain_from_file(tmp_path):
 
 def test_single_operation_file_is_a_one_step_chain(tmp_path):
     path = write(tmp_path / "one.json", '{"operation": "shift", "spec": {"pk": "cancellationId"}}')
-    assert JoltMapping(load_spec_file(path), source=str(path)).apply({"pk": 7}) == {
-        "cancellationId": 7
-    }
+    assert JoltMapping(load_spec_file(path), source=str(path)).apply({"pk": 7}) == {"cancellationId": 7}
 
 
 def test_comments_outside_strings_are_ignored(tmp_path):
@@ -175,9 +173,7 @@ def test_transform_failure_is_a_mapping_error_naming_the_source():
 
 
 def test_context_values_are_readable_with_caret():
-    mapping = JoltMapping(
-        {"operation": "modify-default-beta", "spec": {"company": "^erp.company"}}
-    )
+    mapping = JoltMapping({"operation": "modify-default-beta", "spec": {"company": "^erp.company"}})
     assert mapping.apply({}, {"erp": {"company": "ACME-TR"}}) == {"company": "ACME-TR"}
 
 
@@ -271,7 +267,7 @@ def test_realistic_attack_is_stopped_within_a_memory_limit():
         """
         import json, resource, sys
         resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
-        from order_cancel.mapping import JoltMapping, MappingError
+        from order_cancel.runtime.jolt import JoltMapping, MappingError
         spec, plan = json.load(sys.stdin)
         try:
             JoltMapping(spec, source="erp.json").apply(plan)
@@ -289,9 +285,7 @@ def test_realistic_attack_is_stopped_within_a_memory_limit():
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == (
-        "Jolt spec erp.json: output array index 999999999 exceeds max_array_index=10000"
-    )
+    assert result.stdout.strip() == ("Jolt spec erp.json: output array index 999999999 exceeds max_array_index=10000")
 
 
 # --- the example ERP mapping -----------------------------------------------------------------------

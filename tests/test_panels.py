@@ -14,10 +14,11 @@ import pytest
 
 from devtools.airflow_env import ROOT
 from fakes.data import demo_dataset, make_plan
-from order_cancel.config import load_flow
-from order_cancel.panels import PanelInputError, UnknownFlow, find_flow, list_flows, try_flow
-from order_cancel.plan_steps import FlowSteps, PlanDataError, work_item
-from order_cancel.scripting import ERROR_ATTRIBUTE, ScriptFailed
+from order_cancel.flows.loading import load_flow
+from order_cancel.panels.service import PanelInputError, UnknownFlow, find_flow, list_flows, try_flow
+from order_cancel.pipeline.plan import WorkItem
+from order_cancel.pipeline.steps import PlanPipeline
+from order_cancel.runtime.nifi_api import ERROR_ATTRIBUTE
 from tests.flow_runner import BASE_FLOW, merged
 
 # fastapi.testclient with httpx (not httpx2) warns on import: not ours to fix.
@@ -52,13 +53,24 @@ def write_flow(folder: Path, files: dict[str, str] | None = None, **overrides) -
 # -- the panels compute what the flow computes -----------------------------------------------------
 
 
+def transformed(pipeline: PlanPipeline, plan: dict) -> dict:
+    """What the flow's transform task makes of a plan: the ERP body, the attributes, the script's lines."""
+    records = pipeline.transform(WorkItem.of(plan))
+    script = [record for record in records if record.step == "script"]
+    return {
+        "body": records[-1].output if records else plan,
+        "attributes": records[-1].attributes,
+        "logs": [tuple(line) for line in script[0].logs] if script else [],
+    }
+
+
 @pytest.mark.parametrize("flow_id", ["acme_waiting_cancellations", "acme_confirmed_refunds"])
 def test_the_request_body_and_attributes_are_those_of_the_flows_transform_task(flow_id):
     flow = find_flow(flow_id, EXAMPLE_FLOWS)
-    steps = FlowSteps.build(flow)
+    steps = PlanPipeline.build(flow)
     plans, _ = demo_dataset(24)
     for plan in plans:
-        expected = steps.transform(work_item(plan))
+        expected = transformed(steps, plan)
         result = try_flow(flow, plan)
         assert result["ok"] and result["failed_step"] is None, result["error"]
         assert result["request_body"] == expected["body"]
@@ -111,8 +123,10 @@ def test_the_flows_response_script_decides_the_relation(waiting, status, body, r
     assert result["response"]["attributes"]["rejected_count"] == rejected
 
 
-@pytest.mark.parametrize(("status", "relation"), [(201, "continue"), (422, "failure"), (403, "auth_fail"),
-                                                  (429, "do_nothing"), (500, "do_nothing")])
+@pytest.mark.parametrize(
+    ("status", "relation"),
+    [(201, "continue"), (422, "failure"), (403, "auth_fail"), (429, "do_nothing"), (500, "do_nothing")],
+)
 def test_a_flow_without_a_response_script_uses_the_default_table(refunds, status, relation):
     result = try_flow(refunds, make_plan(7, status="confirmed", plan_type="refund"), None, status, "")
     assert result["mapping"]["ran"] is False and result["request_body"] == result["script"]["result_data"]
@@ -124,7 +138,10 @@ def test_a_flow_without_a_response_script_uses_the_default_table(refunds, status
 def test_without_an_erp_status_the_response_step_is_not_tried(waiting):
     result = try_flow(waiting, make_plan(1))
     assert result["ok"] and result["response"] == {
-        "ran": False, "evaluator": "scripts/acme_response.py", "skipped": "no ERP status code given"}
+        "ran": False,
+        "evaluator": "scripts/acme_response.py",
+        "skipped": "no ERP status code given",
+    }
 
 
 def test_the_erp_body_may_be_json_rather_than_text(waiting):
@@ -137,12 +154,20 @@ def test_the_erp_body_may_be_json_rather_than_text(waiting):
 
 
 def test_a_raising_script_shows_its_attributes_with_log_script_error(tmp_path):
-    flow = load_flow(write_flow(tmp_path, {"scripts/t.py": """
+    flow = load_flow(
+        write_flow(
+            tmp_path,
+            {
+                "scripts/t.py": """
         import json
         plan = json.loads(input_text)
         session.putAttribute(flowFile, "seen", "yes")
         outputStream.write(json.dumps({"reason": plan["reason"]["code"]}))
-        """}, script="scripts/t.py"))
+        """
+            },
+            script="scripts/t.py",
+        )
+    )
     plan = make_plan(3)
 
     result = try_flow(flow, plan)
@@ -156,9 +181,8 @@ def test_a_raising_script_shows_its_attributes_with_log_script_error(tmp_path):
     assert script["error"] == script["attributes"][ERROR_ATTRIBUTE]
     assert result["mapping"]["ran"] is False and result["response"]["ran"] is False
     # The flow's transform task fails with the same attributes.
-    with pytest.raises(ScriptFailed) as failed:
-        FlowSteps.build(flow).transform(work_item(plan))
-    assert failed.value.attributes == script["attributes"]
+    [failed] = PlanPipeline.build(flow).transform(WorkItem.of(plan))
+    assert failed.error and failed.attributes == script["attributes"]
 
 
 def test_a_plan_sent_to_rel_failure_fails_at_the_script_step_with_its_attributes(refunds):
@@ -171,8 +195,8 @@ def test_a_plan_sent_to_rel_failure_fails_at_the_script_step_with_its_attributes
     assert result["script"]["transferred"] == "failure"
     assert result["script"]["attributes"]["plan_pk"] == "7"
     assert any(log["level"] == "error" for log in result["script"]["logs"])
-    with pytest.raises(PlanDataError, match="REL_FAILURE"):
-        FlowSteps.build(refunds).transform(work_item(plan))
+    [failed] = PlanPipeline.build(refunds).transform(WorkItem.of(plan))
+    assert failed.error.startswith("PlanDataError: the script transferred the plan to REL_FAILURE")
 
 
 def test_a_script_whose_output_is_not_json_fails_the_plan(tmp_path):
@@ -203,12 +227,23 @@ def test_a_failing_jolt_spec_fails_at_the_mapping_step(tmp_path):
 
 
 def test_a_raising_response_script_and_one_without_a_relation(tmp_path):
-    files = {"scripts/raises.py": "raise ValueError('no idea')\n",
-             "scripts/silent.py": "session.putAttribute(flowFile, 'looked', 'yes')\n"}
-    raising = load_flow(write_flow(tmp_path, files, flow_id="raises",
-                                   write_erp={"custom_response": True, "response_script": "scripts/raises.py"}))
-    silent = load_flow(write_flow(tmp_path, flow_id="silent",
-                                  write_erp={"custom_response": True, "response_script": "scripts/silent.py"}))
+    files = {
+        "scripts/raises.py": "raise ValueError('no idea')\n",
+        "scripts/silent.py": "session.putAttribute(flowFile, 'looked', 'yes')\n",
+    }
+    raising = load_flow(
+        write_flow(
+            tmp_path,
+            files,
+            flow_id="raises",
+            write_erp={"custom_response": True, "response_script": "scripts/raises.py"},
+        )
+    )
+    silent = load_flow(
+        write_flow(
+            tmp_path, flow_id="silent", write_erp={"custom_response": True, "response_script": "scripts/silent.py"}
+        )
+    )
 
     result = try_flow(raising, make_plan(1), None, 201, ACCEPTED)
     assert result["ok"] is True and result["failed_step"] == "response"  # sent, then the task fails
@@ -242,9 +277,18 @@ def test_inputs_that_are_not_a_plan_or_attributes_are_refused(waiting):
 
 
 def test_extra_attributes_become_strings_and_reach_the_script(tmp_path):
-    flow = load_flow(write_flow(tmp_path, {"scripts/t.py": """
-        session.putAttribute(flowFile, "echo", get_attribute("n") + "/" + get_attribute("flag") + "/" + get_attribute("obj"))
-        """}, script="scripts/t.py"))
+    flow = load_flow(
+        write_flow(
+            tmp_path,
+            {
+                "scripts/t.py": """
+        echo = get_attribute("n") + "/" + get_attribute("flag") + "/" + get_attribute("obj")
+        session.putAttribute(flowFile, "echo", echo)
+        """
+            },
+            script="scripts/t.py",
+        )
+    )
     result = try_flow(flow, make_plan(1), {"n": 5, "flag": True, "obj": {"a": 1}, "gone": None})
     assert result["script"]["attributes"]["echo"] == '5/true/{"a": 1}'
     assert "gone" not in result["input_attributes"]
@@ -273,17 +317,16 @@ PREFIX = "/order-cancel-panels"
 def panels_client(airflow_db, tmp_path, monkeypatch):
     """The plugin's app mounted as the api-server mounts it, with a SimpleAuthManager of two users:
     admin (may trigger runs) and viewer (may only read)."""
-    from fastapi import FastAPI
-
-    from fastapi.testclient import TestClient
-
     from airflow.api_fastapi import app as api_app
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
 
     passwords = tmp_path / "passwords.json"
     passwords.write_text(json.dumps({"admin": "admin", "viewer": "viewer"}))
-    monkeypatch.setenv("AIRFLOW__CORE__AUTH_MANAGER",
-                       "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager")
+    monkeypatch.setenv(
+        "AIRFLOW__CORE__AUTH_MANAGER", "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+    )
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin,viewer:viewer")
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
     monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "panels-test-" + "s" * 64)
@@ -309,15 +352,22 @@ def bearer(client, user: str) -> dict[str, str]:
 
 
 def try_body(**overrides):
-    return {"plan": make_plan(4), "attributes": {}, "erp_status": 422, "erp_body": '{"status": "rejected"}', **overrides}
+    return {
+        "plan": make_plan(4),
+        "attributes": {},
+        "erp_status": 422,
+        "erp_body": '{"status": "rejected"}',
+        **overrides,
+    }
 
 
 def test_the_plugin_mounts_the_app_and_shows_the_page_in_the_ui_nav():
     import order_cancel_panels
 
     plugin = order_cancel_panels.OrderCancelPanelsPlugin
-    assert plugin.fastapi_apps == [{"app": plugin.fastapi_apps[0]["app"], "url_prefix": PREFIX,
-                                    "name": "Order cancel test panels"}]
+    assert plugin.fastapi_apps == [
+        {"app": plugin.fastapi_apps[0]["app"], "url_prefix": PREFIX, "name": "Order cancel test panels"}
+    ]
     (view,) = plugin.external_views
     assert view["href"] == "order-cancel-panels/" and view["destination"] == "nav"
     assert view["url_route"] == "order-cancel-panels" and view["category"] == "browse"
@@ -359,8 +409,9 @@ def test_the_ui_session_cookie_and_a_bearer_token_both_work(panels_client):
 def test_a_user_who_may_not_trigger_the_dag_may_read_but_not_try(panels_client):
     listing = panels_client.get(f"{PREFIX}/api/flows", headers=bearer(panels_client, "viewer")).json()
     assert len(listing["flows"]) == 2 and not any(listing["can_try"].values())
-    response = panels_client.post(f"{PREFIX}/api/flows/acme_waiting_cancellations/try", json=try_body(),
-                                  headers=bearer(panels_client, "viewer"))
+    response = panels_client.post(
+        f"{PREFIX}/api/flows/acme_waiting_cancellations/try", json=try_body(), headers=bearer(panels_client, "viewer")
+    )
     assert response.status_code == 403
 
 
@@ -383,14 +434,22 @@ def test_requests_bring_data_only(panels_client):
 def test_the_request_line_and_idempotency_key_are_the_flows(waiting):
     plan = make_plan(4)
     result = try_flow(waiting, plan)
-    expected = FlowSteps.build(waiting).transform(work_item(plan))
-    assert result["request"] == {"method": "POST", "url": "/api/cancellations",
-                                 "idempotency_key": expected["idempotency_key"]}
+    expected = WorkItem.of(plan).ref.idempotency_key(waiting.flow_id)  # what the flow's ERP write sends
+    assert result["request"] == {
+        "method": "POST",
+        "url": "/api/cancellations",
+        "idempotency_key": expected,
+    }
 
 
 def test_the_response_script_runs_under_the_panel_time_limit(tmp_path):
-    flow = load_flow(write_flow(tmp_path, {"scripts/slow.py": "while True:\n    pass\n"},
-                                write_erp={"custom_response": True, "response_script": "scripts/slow.py"}))
+    flow = load_flow(
+        write_flow(
+            tmp_path,
+            {"scripts/slow.py": "while True:\n    pass\n"},
+            write_erp={"custom_response": True, "response_script": "scripts/slow.py"},
+        )
+    )
     result = try_flow(flow, make_plan(1), None, 201, ACCEPTED, timeout=0.3)
     assert result["failed_step"] == "response"
     assert result["response"]["attributes"][ERROR_ATTRIBUTE].startswith("ScriptTimeout: stopped after 0.3 s")

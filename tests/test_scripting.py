@@ -12,18 +12,18 @@ from pathlib import Path
 import pytest
 
 from fakes.data import make_plan
-from order_cancel import scripting
-from order_cancel.scripting import (
+from order_cancel.runtime import scripts
+from order_cancel.runtime.nifi_api import logged_attributes
+from order_cancel.runtime.scripts import (
     Script,
     ScriptFailed,
     ScriptSyntaxError,
     ScriptTimeout,
-    logged_attributes,
 )
 
 INCLUDE = Path(__file__).resolve().parents[1] / "include"
 SCRIPTS = INCLUDE / "flows" / "scripts"
-DEFAULT_RESPONSE = INCLUDE / "templates" / "default_response.py"
+DEFAULT_RESPONSE = INCLUDE.parent / "plugins" / "order_cancel" / "runtime" / "templates" / "default_response.py"
 
 
 def run(source: str, input_text: str = "{}", attributes: dict | None = None, **kwargs):
@@ -38,7 +38,7 @@ def in_worker_thread(function):
         started = time.monotonic()
         try:
             outcome["result"] = function()
-        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+        except BaseException as exc:
             outcome["error"] = exc
         outcome["seconds"] = time.monotonic() - started
 
@@ -181,12 +181,7 @@ def test_log_levels_are_collected_and_log_attributes_are_selected():
 
 
 def test_an_exception_becomes_script_failed_with_log_script_error():
-    source = (
-        "session.putAttribute(flowFile, 'stage', 'parsed')\n"
-        "log.info('before')\n"
-        "\n"
-        "raise ValueError('bad plan')\n"
-    )
+    source = "session.putAttribute(flowFile, 'stage', 'parsed')\nlog.info('before')\n\nraise ValueError('bad plan')\n"
     with pytest.raises(ScriptFailed) as caught:
         run(source, attributes={"channel_type": "web"})
     error = caught.value
@@ -225,7 +220,7 @@ def test_an_unknown_java_import_fails_clearly():
     message = caught.value.attributes["log.script.error"]
     assert message.startswith("ImportError: java.util is a Java package with no Python equivalent")
     assert "org.apache.commons.io" in message
-    with pytest.raises(ScriptFailed, match="org.apache.commons.io.FileUtils has no Python equivalent"):
+    with pytest.raises(ScriptFailed, match=r"org\.apache\.commons\.io\.FileUtils has no Python equivalent"):
         run("from org.apache.commons.io import FileUtils")
 
 
@@ -240,7 +235,7 @@ def test_java_names_are_not_installed_globally():
 
 def test_compiled_once_and_every_run_gets_fresh_globals(monkeypatch):
     compiled = []
-    monkeypatch.setattr(scripting, "compile", lambda *args: compiled.append(args) or compile(*args), raising=False)
+    monkeypatch.setattr(scripts, "compile", lambda *args: compiled.append(args) or compile(*args), raising=False)
     script = Script(
         "runs = globals().get('runs', 0) + 1\n"
         "session.putAttribute(flowFile, 'runs', runs)\n"
@@ -304,12 +299,7 @@ def test_a_swallowed_deadline_is_still_a_timeout(alarm_state):
 
 def test_main_thread_alarm_repeats_when_the_script_swallows_it(alarm_state):
     source = (
-        "import time\n"
-        "for _ in range(5):\n"
-        "    try:\n"
-        "        time.sleep(1)\n"
-        "    except BaseException:\n"
-        "        pass\n"
+        "import time\nfor _ in range(5):\n    try:\n        time.sleep(1)\n    except BaseException:\n        pass\n"
     )
     started = time.monotonic()
     with pytest.raises(ScriptTimeout):
@@ -385,11 +375,20 @@ def test_timeout_must_be_positive():
 @pytest.mark.parametrize(
     ("status", "relation"),
     [
-        ("200", "continue"), ("201", "continue"), ("204", "continue"),
-        ("401", "auth_fail"), ("403", "auth_fail"),
-        ("408", "do_nothing"), ("429", "do_nothing"), ("500", "do_nothing"), ("503", "do_nothing"),
-        (None, "do_nothing"), ("", "do_nothing"),
-        ("400", "failure"), ("404", "failure"), ("422", "failure"),
+        ("200", "continue"),
+        ("201", "continue"),
+        ("204", "continue"),
+        ("401", "auth_fail"),
+        ("403", "auth_fail"),
+        ("408", "do_nothing"),
+        ("429", "do_nothing"),
+        ("500", "do_nothing"),
+        ("503", "do_nothing"),
+        (None, "do_nothing"),
+        ("", "do_nothing"),
+        ("400", "failure"),
+        ("404", "failure"),
+        ("422", "failure"),
     ],
 )
 def test_default_response_template(status, relation):
@@ -469,8 +468,11 @@ def test_post_notify_example(crm_server):
     assert result.logs == [("info", "CRM notified about order 429452003 (HTTP 201)")]
 
     with pytest.raises(ScriptFailed, match="HTTPError: 500"):
-        script.run("{}", {"crm_url": f"{url}/broken", "order_number": "1"},
-                   variables={"request_data": "<xml/>", "response_data": "text"})
+        script.run(
+            "{}",
+            {"crm_url": f"{url}/broken", "order_number": "1"},
+            variables={"request_data": "<xml/>", "response_data": "text"},
+        )
     assert received[-1] == ("/broken", {"order_number": "1", "erp_response": "text"})
 
     skipped = script.run("{}", {}, variables={"request_data": {}, "response_data": {}})

@@ -3,8 +3,8 @@ the example scripts of include/flows copied unchanged into a flow folder, as a u
 
 from __future__ import annotations
 
-from tests.conftest import both_modes
 from fakes import make_plan
+from tests.conftest import both_modes
 from tests.flow_runner import ROOT
 
 EXAMPLES = ROOT / "include" / "flows"
@@ -67,19 +67,23 @@ def test_an_integrator_nifi_style_script_runs_unchanged(flows, omnitron, erp_ser
 @both_modes
 def test_a_custom_response_script_decides_from_the_erp_body_and_rejected_count(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
-    omnitron.add_plans([
-        make_plan(1, order_pk=101),                      # ERP: 409 duplicate -> continue
-        make_plan(2, order_pk=102),                      # ERP: 422, no rejected plan yet -> failure
-        make_plan(3, order_pk=103),                      # ERP: 422, the order has a rejected plan -> do_nothing
-        make_plan(4, order_pk=103, status="rejected"),
-    ])
+    omnitron.add_plans(
+        [
+            make_plan(1, order_pk=101),  # ERP: 409 duplicate -> continue
+            make_plan(2, order_pk=102),  # ERP: 422, no rejected plan yet -> failure
+            make_plan(3, order_pk=103),  # ERP: 422, the order has a rejected plan -> do_nothing
+            make_plan(4, order_pk=103, status="rejected"),
+        ]
+    )
     erp.respond(match={"cancellationId": 1}, status=409, body={"status": "duplicate"})
     erp.respond(match={"cancellationId": 2}, status=422, body={"status": "rejected"})
     erp.respond(match={"cancellationId": 3}, status=422, body={"status": "rejected"})
     copy_example(flows, "scripts/acme_response.py")
     copy_example(flows, "mappings/erp_cancel.json")
-    flows.write(mapping="mappings/erp_cancel.json",
-                write_erp={"custom_response": True, "response_script": "scripts/acme_response.py"})
+    flows.write(
+        mapping="mappings/erp_cancel.json",
+        write_erp={"custom_response": True, "response_script": "scripts/acme_response.py"},
+    )
 
     run = flows.run()
 
@@ -126,13 +130,16 @@ def test_a_post_script_calls_the_crm_after_the_omnitron_write(flows, omnitron, e
 def test_a_script_that_raises_fails_only_its_plan(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
     omnitron.add_plans([make_plan(pk, order_pk=100 + pk) for pk in (1, 2, 3)])
-    flows.write_file("scripts/strict.py", (
-        "import json\n"
-        "plan = json.loads(input_text)\n"
-        "if plan['pk'] == 2:\n"
-        "    raise KeyError('erp_reason_code')\n"
-        "outputStream.write(json.dumps(plan))\n"
-    ))
+    flows.write_file(
+        "scripts/strict.py",
+        (
+            "import json\n"
+            "plan = json.loads(input_text)\n"
+            "if plan['pk'] == 2:\n"
+            "    raise KeyError('erp_reason_code')\n"
+            "outputStream.write(json.dumps(plan))\n"
+        ),
+    )
     flows.write(script="scripts/strict.py")
 
     run = flows.run()
@@ -159,6 +166,9 @@ def test_a_dry_run_records_each_erp_request_and_sends_nothing(flows, omnitron, e
     recorded = run.final(2)["request"]
     assert recorded["method"] == "POST" and recorded["url"] == f"{erp.url}/api/cancellations"
     assert recorded["json"]["cancellationId"] == 2
-    assert set(recorded["headers"]) == {"Idempotency-Key"} and recorded["auth"] == "token login: token in header Authorization"
+    assert (
+        set(recorded["headers"]) == {"Idempotency-Key"}
+        and recorded["auth"] == "token login: token in header Authorization"
+    )
     assert {row["relation"] for row in run.summary.values()} == {"dry_run"}
     assert all(plan["status"] == "waiting" for plan in omnitron.plans.values())

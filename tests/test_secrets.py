@@ -4,6 +4,7 @@ else in the metadata database."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sqlite3
@@ -37,7 +38,9 @@ def test_no_password_or_token_is_left_anywhere(flows, omnitron, erp_servers, cap
     assert flows.run().state == "success"
     monkeypatch.setenv(
         "AIRFLOW_CONN_OMNITRON_TEST",
-        f'{{"conn_type": "http", "host": "{omnitron.url}", "login": "omnitron", "password": "{OMNITRON_PASSWORD}-typo"}}',
+        json.dumps(
+            {"conn_type": "http", "host": omnitron.url, "login": "omnitron", "password": f"{OMNITRON_PASSWORD}-typo"}
+        ),
     )
     failed = flows.run()
     assert failed.task("login").state == "failed"
@@ -59,10 +62,16 @@ def test_no_password_or_token_is_left_anywhere(flows, omnitron, erp_servers, cap
 def test_tls_verification_is_on_unless_the_connection_turns_it_off():
     from types import SimpleNamespace
 
-    from order_cancel.hooks import base_url, tls_verify
+    from order_cancel.airflow.hooks import base_url, tls_verify
 
     def conn(extra, **fields):
-        defaults = {"conn_id": "c", "host": "https://omnitron.example", "port": None, "schema": None, "conn_type": "http"}
+        defaults = {
+            "conn_id": "c",
+            "host": "https://omnitron.example",
+            "port": None,
+            "schema": None,
+            "conn_type": "http",
+        }
         return SimpleNamespace(extra_dejson=extra, **{**defaults, **fields})
 
     assert tls_verify(conn({})) is True

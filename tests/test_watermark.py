@@ -4,7 +4,7 @@ import datetime as dt
 
 import pytest
 
-from order_cancel.watermark import Watermark, Window, run_window
+from order_cancel.pipeline.watermark import Watermark, Window, run_window
 
 
 def plan(pk, modified):
@@ -13,7 +13,11 @@ def plan(pk, modified):
 
 def test_advancing_keeps_the_pks_taken_at_the_last_date():
     start = Watermark("2026-03-01T12:00:00Z")
-    plans = [plan(1, "2026-03-01T12:01:00Z"), plan(2, "2026-03-01T12:02:00.000000Z"), plan(3, "2026-03-01T15:02:00+03:00")]
+    plans = [
+        plan(1, "2026-03-01T12:01:00Z"),
+        plan(2, "2026-03-01T12:02:00.000000Z"),
+        plan(3, "2026-03-01T15:02:00+03:00"),
+    ]
 
     advanced = start.advanced_over(plans)
 
@@ -43,7 +47,7 @@ def test_round_trip_through_the_variable_text():
 
 
 def test_which_runs_are_window_runs():
-    interval = (dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc), dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc))
+    interval = (dt.datetime(2026, 3, 1, tzinfo=dt.UTC), dt.datetime(2026, 3, 2, tzinfo=dt.UTC))
     assert run_window("scheduled", {}, interval) is None
     assert run_window("manual", {}, interval) is None
     assert run_window("backfill", {}, interval) == Window("2026-03-01T00:00:00Z", "2026-03-02T00:00:00Z")

@@ -13,10 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from order_cancel.config import flow_files, flows_dir, json_schema
-from order_cancel.mapping import JoltMapping, MappingError, load_spec_file
-from order_cancel.scripting import DEFAULT_TIMEOUT, Script, ScriptFailed, ScriptSyntaxError
-from order_cancel.validation import inspect_flows
+from order_cancel.flows.checks import inspect_flows
+from order_cancel.flows.loading import flow_files, flows_dir
+from order_cancel.flows.models import json_schema
+from order_cancel.panels.service import PanelInputError, UnknownFlow, find_flow, try_flow
+from order_cancel.runtime.jolt import JoltMapping, MappingError, load_spec_file
+from order_cancel.runtime.scripts import DEFAULT_TIMEOUT, Script, ScriptFailed, ScriptSyntaxError
 
 USAGE_ERROR = 2
 
@@ -158,6 +160,18 @@ def _test_mapping(args: argparse.Namespace) -> int:
     return 0
 
 
+def _try_flow(args: argparse.Namespace) -> int:
+    """The flow's own pipeline on one plan, as the test panels run it (nothing is sent)."""
+    erp_body = _json_or_text(_read_text(args.erp_body)) if args.erp_body else None
+    try:
+        flow = find_flow(args.flow_id, args.flows_dir or flows_dir())
+        result = try_flow(flow, _read_json(args.plan), dict(args.attr), args.erp_status, erp_body)
+    except (UnknownFlow, PanelInputError) as exc:
+        raise UsageError(str(exc)) from None
+    _print_json(result)
+    return 0 if result["failed_step"] is None else 1
+
+
 def _schema(args: argparse.Namespace) -> int:
     _print_json(json_schema())
     return 0
@@ -166,39 +180,79 @@ def _schema(args: argparse.Namespace) -> int:
 # -- Entry point ---------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m order_cancel", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+FLOWS_DIR_HELP = "default: $ORDER_CANCEL_FLOWS_DIR, else include/flows"
 
+
+def _attributes_option(command: argparse.ArgumentParser, help_text: str) -> None:
+    command.add_argument("--attr", action="append", default=[], type=_key_value, metavar="KEY=VALUE", help=help_text)
+
+
+def _add_validate(commands: Any) -> None:
     command = commands.add_parser("validate", help="check every flow file of a folder")
-    command.add_argument(
-        "flows_dir", nargs="?", type=Path, metavar="FLOWS_DIR",
-        help="default: $ORDER_CANCEL_FLOWS_DIR, else include/flows",
-    )
+    command.add_argument("flows_dir", nargs="?", type=Path, metavar="FLOWS_DIR", help=FLOWS_DIR_HELP)
     command.set_defaults(handler=_validate)
 
+
+def _add_test_script(commands: Any) -> None:
     command = commands.add_parser("test-script", help="run a script on one input, as the flow would")
     command.add_argument("script", type=_existing_file, metavar="SCRIPT")
-    command.add_argument("--input", required=True, type=_existing_file, metavar="FILE",
-                         help="the script's input_text (a plan's JSON, an ERP response body, ...)")
-    command.add_argument("--attr", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
-                         help="a flow file attribute; repeatable")
-    command.add_argument("--var", action="append", default=[], type=_variable, metavar="NAME=JSON",
-                         help="a global name for response and post scripts (request_data, response_data); "
-                              "a value that is not JSON is passed as text; repeatable")
-    command.add_argument("--timeout", type=_positive_seconds, default=DEFAULT_TIMEOUT, metavar="S",
-                         help=f"time limit in seconds (default {DEFAULT_TIMEOUT:g})")
+    command.add_argument(
+        "--input",
+        required=True,
+        type=_existing_file,
+        metavar="FILE",
+        help="the script's input_text (a plan's JSON, an ERP response body, ...)",
+    )
+    _attributes_option(command, "a flow file attribute; repeatable")
+    command.add_argument(
+        "--var",
+        action="append",
+        default=[],
+        type=_variable,
+        metavar="NAME=JSON",
+        help="a global name for response and post scripts (request_data, response_data); "
+        "a value that is not JSON is passed as text; repeatable",
+    )
+    command.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="S",
+        help=f"time limit in seconds (default {DEFAULT_TIMEOUT:g})",
+    )
     command.set_defaults(handler=_test_script)
 
-    command = commands.add_parser(
-        "schema", help="print the flow file's JSON Schema (for editors; include/flow-file.schema.json is this output)"
-    )
-    command.set_defaults(handler=_schema)
 
+def _add_try_flow(commands: Any) -> None:
+    command = commands.add_parser("try-flow", help="run a flow's script, mapping and response evaluation on one plan")
+    command.add_argument("flow_id", metavar="FLOW_ID")
+    command.add_argument(
+        "--plan", required=True, type=_existing_file, metavar="FILE", help="one plan, as Omnitron returns it"
+    )
+    _attributes_option(command, "an extra attribute (rejected_count for a response script); repeatable")
+    command.add_argument("--erp-status", type=int, metavar="CODE", help="the ERP's answer to evaluate")
+    command.add_argument("--erp-body", type=_existing_file, metavar="FILE", help="the ERP's answer body")
+    command.add_argument("--flows-dir", type=Path, metavar="FLOWS_DIR", help=FLOWS_DIR_HELP)
+    command.set_defaults(handler=_try_flow)
+
+
+def _add_test_mapping(commands: Any) -> None:
     command = commands.add_parser("test-mapping", help="apply a Jolt spec file to one JSON document")
     command.add_argument("spec", type=_existing_file, metavar="SPEC")
     command.add_argument("--input", required=True, type=_existing_file, metavar="FILE")
     command.set_defaults(handler=_test_mapping)
+
+
+def _add_schema(commands: Any) -> None:
+    help_text = "print the flow file's JSON Schema (for editors; include/flow-file.schema.json is this output)"
+    commands.add_parser("schema", help=help_text).set_defaults(handler=_schema)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m order_cancel", description=(__doc__ or "").splitlines()[0])
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    for add in (_add_validate, _add_test_script, _add_try_flow, _add_test_mapping, _add_schema):
+        add(commands)
     return parser
 
 

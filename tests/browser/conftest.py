@@ -27,8 +27,14 @@ from tests.test_local_airflow import LocalStack
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 ARTIFACTS = ROOT / "artifacts" / "browser"
 EXAMPLE_FLOWS = ROOT / "include" / "flows"
@@ -100,11 +106,17 @@ def browser():
     else:
         missing = None
     if missing:
-        pytest.fail(f"the browser tests need Playwright for Python ({missing}): .venv/bin/pip install -r "
-                    "requirements-dev.txt (playwright is pinned there; never `playwright install`)", pytrace=False)
+        pytest.fail(
+            f"the browser tests need Playwright for Python ({missing}): .venv/bin/pip install -r "
+            "requirements-dev.txt (playwright is pinned there; never `playwright install`)",
+            pytrace=False,
+        )
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"the browser tests need Chromium at {CHROMIUM}: run devtools/ensure_chromium.sh "
-                    "(apt-get install chromium)", pytrace=False)
+        pytest.fail(
+            f"the browser tests need Chromium at {CHROMIUM}: run devtools/ensure_chromium.sh "
+            "(apt-get install chromium)",
+            pytrace=False,
+        )
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
@@ -133,7 +145,7 @@ def page(request, browser, artifacts):
         if getattr(request.node, "browser_test_failed", False):
             try:
                 page.screenshot(path=str(artifacts / f"FAILED-{request.node.name}.png"), full_page=True)
-            except Exception as exc:  # noqa: BLE001 - the test's own failure is what matters
+            except Exception as exc:
                 print(f"no failure screenshot: {exc}", file=sys.stderr)
         context.close()
 

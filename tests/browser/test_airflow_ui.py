@@ -37,8 +37,10 @@ def log_in(page: Page, base: str, path: str = "/") -> None:
 def waiting_plans(stack) -> list[dict]:
     """The plans acme_waiting_cancellations takes: waiting, web channels 1 and 2 (the fake's own data)."""
     plans = stack.fake("GET", f"{stack.omnitron}/_fake/plans")
-    return sorted((plan for plan in plans if plan["status"] == "waiting" and plan["order"]["channel"] in (1, 2)),
-                  key=lambda plan: plan["pk"])
+    return sorted(
+        (plan for plan in plans if plan["status"] == "waiting" and plan["order"]["channel"] in (1, 2)),
+        key=lambda plan: plan["pk"],
+    )
 
 
 def label(plan: dict) -> str:
@@ -62,9 +64,17 @@ def test_a_plan_failed_by_omnitron_is_fixed_and_cleared_in_the_ui(browser, page,
     failing = plans[1]
     # Omnitron answers 500 to the approval of one plan, for good: its write_omnitron task fails (retries 0).
     ui_stack.fake("DELETE", f"{ui_stack.omnitron}/_fake/faults")
-    ui_stack.fake("POST", f"{ui_stack.omnitron}/_fake/faults", json={
-        "method": "POST", "path_regex": f"/orders/{failing['order']['pk']}/cancellation_approved_order/",
-        "status": 500, "body": {"detail": "omnitron is down"}, "times": None})
+    ui_stack.fake(
+        "POST",
+        f"{ui_stack.omnitron}/_fake/faults",
+        json={
+            "method": "POST",
+            "path_regex": f"/orders/{failing['order']['pk']}/cancellation_approved_order/",
+            "status": 500,
+            "body": {"detail": "omnitron is down"},
+            "times": None,
+        },
+    )
     try:
         # Log in through the login form.
         log_in(page, base)
@@ -128,8 +138,11 @@ def test_a_plan_failed_by_omnitron_is_fixed_and_cleared_in_the_ui(browser, page,
         # The run ends in success; the plan is approved, and the ERP was not called again.
         page.goto(run_url)
         expect(run_state_badge(page, run_id)).to_have_text("Success", timeout=RUN_TIMEOUT_MS)
-        row = page.get_by_role("row").filter(has_text="plan.write_omnitron").filter(
-            has=page.get_by_role("link", name=label(failing), exact=True))
+        row = (
+            page.get_by_role("row")
+            .filter(has_text="plan.write_omnitron")
+            .filter(has=page.get_by_role("link", name=label(failing), exact=True))
+        )
         expect(row).to_contain_text("Success")
         shot(page, "run-success")
     finally:
@@ -181,7 +194,8 @@ def test_the_test_panels_page_in_the_airflow_ui(browser, page, shot, ui_stack):
     expect(panel.get_by_test_id("relation")).to_have_text("failure")
     response_attributes = panel.get_by_role("table", name="response attributes")
     expect(response_attributes.get_by_role("row").filter(has_text="log.response")).to_contain_text(
-        "plan 4: HTTP 422, 0 previously rejected -> failure")
+        "plan 4: HTTP 422, 0 previously rejected -> failure"
+    )
     panel.locator("#results").scroll_into_view_if_needed()
     shot(page, "panel-results")
 
@@ -191,7 +205,9 @@ def test_the_test_panels_page_in_the_airflow_ui(browser, page, shot, ui_stack):
     panel.get_by_role("button", name="Run the panels").click()
     expect(panel.get_by_role("status")).to_have_text("The plan fails at its script step")
     expect(panel.get_by_test_id("script-error")).to_contain_text("KeyError: 'pk'")
-    error_row = panel.get_by_role("table", name="script attributes").get_by_role("row").filter(has_text="log.script.error")
+    error_row = (
+        panel.get_by_role("table", name="script attributes").get_by_role("row").filter(has_text="log.script.error")
+    )
     expect(error_row).to_contain_text("enrich_plan.py")
     expect(panel.locator("#response-panel")).to_contain_text("Not run: the plan fails before it is sent.")
     panel.locator("#results").scroll_into_view_if_needed()

@@ -18,7 +18,12 @@ def anonymous() -> requests.Session:
 
 def try_body(stack) -> dict:
     plan = next(plan for plan in stack.fake("GET", f"{stack.omnitron}/_fake/plans") if plan["pk"] == 4)
-    return {"plan": plan, "attributes": {"rejected_count": "1"}, "erp_status": 422, "erp_body": '{"status": "rejected"}'}
+    return {
+        "plan": plan,
+        "attributes": {"rejected_count": "1"},
+        "erp_status": 422,
+        "erp_body": '{"status": "rejected"}',
+    }
 
 
 def test_the_api_server_loads_the_plugin(ui_stack):
@@ -26,7 +31,8 @@ def test_the_api_server_loads_the_plugin(ui_stack):
     plugin = plugins["order_cancel_panels"]
     assert [app["url_prefix"] for app in plugin["fastapi_apps"]] == [PREFIX]
     assert [(view["href"], view["url_route"], view["destination"]) for view in plugin["external_views"]] == [
-        ("order-cancel-panels/", "order-cancel-panels", "nav")]
+        ("order-cancel-panels/", "order-cancel-panels", "nav")
+    ]
     assert ui_stack.api("GET", "/plugins/importErrors")["total_entries"] == 0
 
 

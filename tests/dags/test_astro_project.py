@@ -50,9 +50,20 @@ def test_airflow_settings_define_the_connections_of_the_example_flows():
 
 def test_dockerignore_keeps_what_the_image_needs():
     ignored = {
-        line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     }
     # tests/ (with fakes/ and devtools/, which tests/conftest.py imports) stays in for `astro dev pytest`.
-    assert not ignored & {"dags", "plugins", "include", "requirements.txt", "packages.txt", ".astro", "tests", "fakes", "devtools"}
+    assert not ignored & {
+        "dags",
+        "plugins",
+        "include",
+        "requirements.txt",
+        "packages.txt",
+        ".astro",
+        "tests",
+        "fakes",
+        "devtools",
+    }
     assert {".venv", ".airflow", ".git"} <= ignored

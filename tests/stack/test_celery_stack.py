@@ -20,7 +20,7 @@ import re
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import yaml
@@ -34,8 +34,10 @@ from fakes.data import make_plan
 HEARTBEAT_TIMEOUT = 10
 QUEUED_TIMEOUT = 30
 PLAN_STEPS = {"plan.transform", "plan.write_erp", "plan.write_omnitron"}
-WORKLOAD = re.compile(r"Executing workload in Celery: .*?ti=TaskInstanceDTO\(id=UUID\('(?P<id>[0-9a-f-]+)'\), "
-                      r"task_id='(?P<task>[^']+)'.*?try_number=(?P<try>\d+)")
+WORKLOAD = re.compile(
+    r"Executing workload in Celery: .*?ti=TaskInstanceDTO\(id=UUID\('(?P<id>[0-9a-f-]+)'\), "
+    r"task_id='(?P<task>[^']+)'.*?try_number=(?P<try>\d+)"
+)
 
 
 def flow_document(flow_id: str, channel: int, channel_type: str = "web", **overrides) -> dict:
@@ -44,8 +46,12 @@ def flow_document(flow_id: str, channel: int, channel_type: str = "web", **overr
         "schedule": None,
         "retries": 0,
         "omnitron": {"conn_id": "omnitron_demo"},
-        "get_data": {"channel_type": channel_type, "cancel_type": "all", "cancel_status": "waiting",
-                     "channel_ids": [channel]},
+        "get_data": {
+            "channel_type": channel_type,
+            "cancel_type": "all",
+            "cancel_status": "waiting",
+            "channel_ids": [channel],
+        },
         "mapping": "mappings/erp_cancel.json",
         "erp": {"conn_id": "erp_demo", "login": {"type": "token", "url": "/api/auth/login", "prefix": "Bearer"}},
         "write_erp": {"url": f"/api/{flow_id}", "method": "POST"},
@@ -90,9 +96,19 @@ def celery_stack(tmp_path_factory):
         (flows / f"{document['flow_id']}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
     port, omnitron_port, erp_port = free_ports(3)
     config = CeleryStackConfig(
-        home=base / "airflow-home", port=port, omnitron_port=omnitron_port, erp_port=erp_port, plans=0,
-        flows_dir=flows, manual_only=True, workers=2, concurrency=4, redis_db=8, fresh=True,
-        database=f"airflow_order_cancel_test_{os.getpid()}", heartbeat_timeout=HEARTBEAT_TIMEOUT,
+        home=base / "airflow-home",
+        port=port,
+        omnitron_port=omnitron_port,
+        erp_port=erp_port,
+        plans=0,
+        flows_dir=flows,
+        manual_only=True,
+        workers=2,
+        concurrency=4,
+        redis_db=8,
+        fresh=True,
+        database=f"airflow_order_cancel_test_{os.getpid()}",
+        heartbeat_timeout=HEARTBEAT_TIMEOUT,
         queued_timeout=QUEUED_TIMEOUT,
         inherit_airflow_env=False,  # tests/conftest.py set up a SQLite Airflow in this process
     )
@@ -129,8 +145,11 @@ def _when(timestamp: str) -> datetime:
 
 def _by_plan(instances: list[dict], task_id: str) -> dict[int, dict]:
     """The mapped instances of one step by plan pk (their label is `plan <pk> · order <number>`)."""
-    return {int(ti["rendered_map_index"].split()[1]): ti for ti in instances
-            if ti["task_id"] == task_id and (ti["rendered_map_index"] or "").startswith("plan ")}
+    return {
+        int(ti["rendered_map_index"].split()[1]): ti
+        for ti in instances
+        if ti["task_id"] == task_id and (ti["rendered_map_index"] or "").startswith("plan ")
+    }
 
 
 def test_a_flow_runs_to_success_through_the_celery_workers(celery_stack):
@@ -145,7 +164,7 @@ def test_a_flow_runs_to_success_through_the_celery_workers(celery_stack):
     assert all(state == "success" for state in states.values()), states
     mapped = [ti for ti in instances if ti["map_index"] >= 0]
     assert len(mapped) == 3 * len(plans) and {ti["task_id"] for ti in mapped} == PLAN_STEPS
-    assert celery_stack.fakes.plan_statuses(plans) == {pk: "approved" for pk in plans}
+    assert celery_stack.fakes.plan_statuses(plans) == dict.fromkeys(plans, "approved")
     sent = celery_stack.fakes.erp_requests("/api/celery_flow")
     assert sorted(call["body"]["cancellationId"] for call in sent) == plans
 
@@ -157,8 +176,10 @@ def test_a_flow_runs_to_success_through_the_celery_workers(celery_stack):
     assert None not in ran_on.values(), [ti["task_id"] for ti in instances if ran_on[ti["id"]] is None]
     assert all(ti["queue"] == "default" and ti["hostname"] and ti["pid"] for ti in instances)
     used = sorted(set(ran_on.values()))
-    print(f"\n{len(instances)} task instances in {run['duration']:.1f} s, on "
-          + ", ".join(f"{name}: {list(ran_on.values()).count(name)}" for name in used))
+    print(
+        f"\n{len(instances)} task instances in {run['duration']:.1f} s, on "
+        + ", ".join(f"{name}: {list(ran_on.values()).count(name)}" for name in used)
+    )
     assert set(used) <= {"worker-1", "worker-2"}
 
 
@@ -169,8 +190,11 @@ def test_nothing_of_the_stack_listens_beyond_loopback(celery_stack):
 
     config = celery_stack.stack.config
     ours = set(celery_stack.stack.stack.leftovers())  # every live process of the stack
-    listening = [(conn.pid, conn.laddr.ip, conn.laddr.port) for conn in psutil.net_connections(kind="inet")
-                 if conn.status == psutil.CONN_LISTEN and conn.pid in ours]
+    listening = [
+        (conn.pid, conn.laddr.ip, conn.laddr.port)
+        for conn in psutil.net_connections(kind="inet")
+        if conn.status == psutil.CONN_LISTEN and conn.pid in ours
+    ]
     assert {port for _, _, port in listening} >= {config.port, config.omnitron_port, config.erp_port}, listening
     assert all(ip in ("127.0.0.1", "::1") for _, ip, _ in listening), listening
 
@@ -179,8 +203,9 @@ def test_two_runs_of_one_flow_never_overlap(celery_stack):
     plans = [201, 202, 203]
     celery_stack.fakes.add_plans([make_plan(pk, channel=2) for pk in plans])
     # A slow ERP answer keeps the first run busy, so a second run would have time to start beside it.
-    celery_stack.fakes.erp_respond(match={"cancellationId": 201}, status=201,
-                                   body={"id": "ERP-slow", "status": "accepted"}, delay=4, times=1)
+    celery_stack.fakes.erp_respond(
+        match={"cancellationId": 201}, status=201, body={"id": "ERP-slow", "status": "accepted"}, delay=4, times=1
+    )
     rest = celery_stack.rest
 
     first = rest.trigger("celery_serial")["dag_run_id"]
@@ -200,10 +225,10 @@ def test_two_runs_of_one_flow_never_overlap(celery_stack):
     assert one["state"] == two["state"] == "success"
     assert _when(two["start_date"]) >= _when(one["end_date"]), (one["start_date"], one["end_date"], two["start_date"])
     # The first run took every plan; the second found none left (they are approved now).
-    assert celery_stack.fakes.plan_statuses(plans) == {pk: "approved" for pk in plans}
+    assert celery_stack.fakes.plan_statuses(plans) == dict.fromkeys(plans, "approved")
     assert sorted(c["body"]["cancellationId"] for c in celery_stack.fakes.erp_requests("/api/celery_serial")) == plans
     second_instances = rest.task_instances("celery_serial", second)
-    assert [ti for ti in second_instances if ti["task_id"] == "fetch_plans"][0]["state"] == "success"
+    assert next(ti for ti in second_instances if ti["task_id"] == "fetch_plans")["state"] == "success"
     assert not [ti for ti in second_instances if ti["map_index"] >= 0 and ti["state"] == "success"]
     print(f"\nrun 1 {one['start_date']} .. {one['end_date']}, run 2 {two['start_date']} .. {two['end_date']}")
 
@@ -224,8 +249,13 @@ def test_a_worker_killed_during_the_erp_write_is_noticed_and_the_write_retried_o
     plans, slow = [301, 302, 303], 302
     fakes, rest, stack = celery_stack.fakes, celery_stack.rest, celery_stack.stack
     fakes.add_plans([make_plan(pk, channel=3) for pk in plans])
-    fakes.erp_respond(match={"cancellationId": slow}, status=201, body={"id": "ERP-never-read", "status": "accepted"},
-                      delay=8, times=1)
+    fakes.erp_respond(
+        match={"cancellationId": slow},
+        status=201,
+        body={"id": "ERP-never-read", "status": "accepted"},
+        delay=8,
+        times=1,
+    )
 
     def writes_of_slow_plan() -> list[dict]:
         return [c for c in fakes.erp_requests("/api/celery_retry") if c["body"]["cancellationId"] == slow]
@@ -243,7 +273,7 @@ def test_a_worker_killed_during_the_erp_write_is_noticed_and_the_write_retried_o
     worker = stack.worker_of(write["pid"])  # the task process's pid, as the task reported it
     assert worker, f"no worker runs pid {write['pid']} ({command_line(write['pid'])})"
     killed = stack.kill_worker(worker)
-    killed_at, killed_when = time.monotonic(), datetime.now(timezone.utc)
+    killed_at, killed_when = time.monotonic(), datetime.now(UTC)
     print(f"\nkilled {worker}: {len(killed)} processes, task process {write['pid']} among them")
     assert write["pid"] in killed
 
@@ -260,8 +290,11 @@ def test_a_worker_killed_during_the_erp_write_is_noticed_and_the_write_retried_o
     retried = rest.task_instance("celery_retry", run_id, "plan.write_erp", write["map_index"])
     assert retried["try_number"] == 2 and celery_stack.workloads().get((retried["id"], 2)) in survivor
     # How Airflow noticed: the scheduler's heartbeat check (an audit log entry "heartbeat timeout").
-    timeouts = [e for e in rest.event_logs(dag_id="celery_retry", event="heartbeat timeout")
-                if e["task_id"] == "plan.write_erp" and e["map_index"] == write["map_index"]]
+    timeouts = [
+        e
+        for e in rest.event_logs(dag_id="celery_retry", event="heartbeat timeout")
+        if e["task_id"] == "plan.write_erp" and e["map_index"] == write["map_index"]
+    ]
     assert timeouts, rest.event_logs(dag_id="celery_retry")
 
     # The ERP got plan 302 twice with one key, and booked it once; every plan is approved.
@@ -270,11 +303,15 @@ def test_a_worker_killed_during_the_erp_write_is_noticed_and_the_write_retried_o
     assert len(sent) == 2 and keys[0] == keys[1], keys
     bookings = {key: booking for key, booking in fakes.erp_bookings().items() if key.startswith("celery_retry-")}
     assert keys[0] in bookings and len(bookings) == len(plans), bookings
-    assert fakes.plan_statuses(plans) == {pk: "approved" for pk in plans}
-    requeued = [(e["task_id"], e["map_index"])
-                for e in rest.event_logs(dag_id="celery_retry", event="stuck in queued reschedule")]
+    assert fakes.plan_statuses(plans) == dict.fromkeys(plans, "approved")
+    requeued = [
+        (e["task_id"], e["map_index"])
+        for e in rest.event_logs(dag_id="celery_retry", event="stuck in queued reschedule")
+    ]
     detected = (_when(timeouts[0]["when"]) - killed_when).total_seconds()
     retry_started = (_when(retried["start_date"]) - killed_when).total_seconds()
-    print(f"heartbeat timeout ({HEARTBEAT_TIMEOUT} s) detected {detected:.1f} s after the kill, try 2 started on "
-          f"{sorted(survivor)[0]} after {retry_started:.1f} s, run finished after {noticed_after:.1f} s; "
-          f"audit log: {timeouts[0]['extra'][:70]}...; requeued after {QUEUED_TIMEOUT} s in queue: {requeued or 'none'}")
+    print(
+        f"heartbeat timeout ({HEARTBEAT_TIMEOUT} s) detected {detected:.1f} s after the kill, try 2 started on "
+        f"{sorted(survivor)[0]} after {retry_started:.1f} s, run finished after {noticed_after:.1f} s; "
+        f"audit log: {timeouts[0]['extra'][:70]}...; requeued after {QUEUED_TIMEOUT} s in queue: {requeued or 'none'}"
+    )

@@ -1,0 +1,170 @@
+"""DAG factory: one Airflow DAG per flow file.
+
+Kept to "load flows -> build one DAG each"; parsing does no network I/O and compiles nothing, so the
+DAG processor stays fast. Broken flow files are left out here and reported by `report_broken_flows`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+import pendulum
+from airflow.sdk import DAG, CronDataIntervalTimetable, task_group
+
+from order_cancel.airflow import run_data
+from order_cancel.airflow.locations import flows_folder
+from order_cancel.airflow.operators.batch import BATCH_LABEL, ProcessBatchOperator
+from order_cancel.airflow.operators.plan import (
+    PostScriptOperator,
+    TransformPlanOperator,
+    WriteErpOperator,
+    WriteOmnitronOperator,
+)
+from order_cancel.airflow.operators.run import (
+    AdvanceWatermarkOperator,
+    FetchPlansOperator,
+    LoginOperator,
+    RunSummaryOperator,
+)
+from order_cancel.flows.checks import inspect_flows
+from order_cancel.flows.loading import FlowConfigError, FlowsFolderError, load_flows
+from order_cancel.flows.models import CancelStatus, FlowConfig
+from order_cancel.pipeline.plan import Stage
+from order_cancel.pipeline.steps import flow_stages
+
+log = logging.getLogger(__name__)
+
+
+class BrokenFlowFiles(Exception):
+    """Raised by the errors DAG file so that Airflow lists every broken flow file as an import error."""
+
+
+def schedule_of(flow: FlowConfig) -> CronDataIntervalTimetable | str | None:
+    # Cron schedules get data intervals (previous tick to this tick), which backfills and
+    # completed-status windows rely on; the time zone makes "0 0 * * *" midnight in that zone.
+    expression = flow.effective_schedule.expression
+    if expression is None or expression == "@once":
+        return expression
+    return CronDataIntervalTimetable(expression, timezone=pendulum.timezone(flow.timezone))
+
+
+def start_date_of(flow: FlowConfig) -> pendulum.DateTime:
+    return pendulum.instance(flow.start_date.replace(tzinfo=None), tz=pendulum.timezone(flow.timezone))
+
+
+def build_dag(flow: FlowConfig) -> DAG:
+    note = flow.effective_schedule.note
+    with DAG(
+        dag_id=flow.flow_id,
+        description=flow.description or f"Order Cancel Flow from {Path(flow.source or '').name}",
+        schedule=schedule_of(flow),
+        start_date=start_date_of(flow),
+        catchup=flow.catchup,
+        max_active_runs=1,
+        tags=["order-cancel", flow.get_data.cancel_status.value, *flow.tags],
+        default_args={
+            "retries": flow.retries,
+            "retry_delay": dt.timedelta(seconds=flow.retry_delay_seconds),
+            "retry_exponential_backoff": True,
+            "max_retry_delay": dt.timedelta(minutes=30),
+        },
+        doc_md=f"Order Cancel Flow `{flow.flow_id}`, defined in `{flow.source}`." + (f" Its {note}." if note else ""),
+        # Registered by the DAG file only once it is whole (see `build_dags`), never half-built.
+        auto_register=False,
+    ) as dag:
+        login = LoginOperator(task_id=run_data.LOGIN_TASK, flow=flow)
+        fetch = FetchPlansOperator(task_id=run_data.FETCH_TASK, flow=flow)
+
+        plans, plan_task_ids = (_batch_tasks if flow.batch else _plan_tasks)(flow, fetch)
+        summary = RunSummaryOperator(task_id=run_data.SUMMARY_TASK, flow=flow, plan_task_ids=plan_task_ids)
+        login >> fetch >> plans >> summary
+        if flow.get_data.cancel_status is CancelStatus.COMPLETED:
+            # A second leaf beside the summary: if it fails, the run fails too.
+            plans >> AdvanceWatermarkOperator(task_id=run_data.WATERMARK_TASK, flow=flow)
+    return dag
+
+
+def _erp_limits(flow: FlowConfig) -> dict:
+    limits = {"max_active_tis_per_dagrun": flow.erp.max_parallel_writes}
+    return {**limits, "pool": flow.erp.pool} if flow.erp.pool else limits
+
+
+def _plan_tasks(flow: FlowConfig, fetch: FetchPlansOperator):
+    """Per-plan mode: a task group mapped over the plans, one task instance per plan and step."""
+
+    @task_group(group_id=run_data.PLAN_GROUP)
+    def process_plan(item):
+        prepared = TransformPlanOperator(task_id=Stage.TRANSFORM.value, flow=flow, step_input=item)
+        delivered = WriteErpOperator(
+            task_id=Stage.WRITE_ERP.value, flow=flow, step_input=prepared.output, **_erp_limits(flow)
+        )
+        written = WriteOmnitronOperator(task_id=Stage.WRITE_OMNITRON.value, flow=flow, step_input=delivered.output)
+        if flow.post_script:
+            # The post script reads the ERP's request and answer; it runs once Omnitron is written.
+            written >> PostScriptOperator(task_id=Stage.POST_SCRIPT.value, flow=flow, step_input=delivered.output)
+
+    return process_plan.expand(item=fetch.output), [run_data.stage_task(stage) for stage in flow_stages(flow)]
+
+
+def _batch_tasks(flow: FlowConfig, fetch: FetchPlansOperator):
+    """High-volume mode: one task instance per batch of plans."""
+    # A mapped operator takes its label template from partial(), not from the operator's __init__.
+    batch = ProcessBatchOperator.partial(
+        task_id=run_data.BATCH_TASK, flow=flow, map_index_template=BATCH_LABEL, **_erp_limits(flow)
+    )
+    return batch.expand(plan_refs=fetch.output), [run_data.BATCH_TASK]
+
+
+def _guarded_build(flow: FlowConfig) -> DAG:
+    """A flow's DAG, or FlowConfigError naming its file: whatever goes wrong stays with that flow."""
+    try:
+        dag = build_dag(flow)
+        dag.validate()
+    except Exception as exc:
+        raise FlowConfigError(flow.source, [f"the DAG cannot be built: {type(exc).__name__}: {exc}"]) from exc
+    return dag
+
+
+def build_dags(folder: Path | None = None) -> dict[str, DAG]:
+    """The DAGs of every flow file that loads; what does not is left to `report_broken_flows`."""
+    try:
+        flows, _ = load_flows(folder or flows_folder())
+    except FlowsFolderError as exc:
+        log.error("No order cancel flows: %s", exc)
+        return {}
+    dags = {}
+    for flow in flows:
+        if flow.effective_schedule.note:
+            log.warning("%s: schedule: %s", flow.source, flow.effective_schedule.note)
+        try:
+            dags[flow.flow_id] = _guarded_build(flow)
+        except FlowConfigError as exc:
+            log.error("Flow file left out: %s", exc)
+    return dags
+
+
+def report_broken_flows(folder: Path | None = None) -> None:
+    """Raises BrokenFlowFiles with one `<file>: <field>: <problem>` line per problem of the folder.
+
+    It covers what loading refuses, what keeps a loaded flow from running (a script that does
+    not compile, a Jolt spec that does not build: their DAGs still load, with their history), and
+    a DAG that cannot be built.
+    """
+    try:
+        inspection = inspect_flows(folder or flows_folder())
+    except FlowsFolderError as exc:
+        raise BrokenFlowFiles(str(exc)) from None
+    errors = list(inspection.errors)
+    for flow in inspection.loaded:
+        try:
+            _guarded_build(flow)
+        except FlowConfigError as exc:
+            errors.append(exc)
+    if errors:
+        lines = [str(error) for error in sorted(errors, key=lambda error: str(error.path))]
+        files = len({error.path for error in errors})
+        raise BrokenFlowFiles(
+            f"{files} flow file(s) with problems (each line: file: field: problem):\n" + "\n".join(lines)
+        )

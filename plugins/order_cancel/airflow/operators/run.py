@@ -1,0 +1,192 @@
+"""The tasks around the plans: Login Step, Get Data From Omnitron, the completed watermark, and the
+run summary with its alarms and note."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import requests
+from airflow.providers.http.notifications.http import HttpNotifier
+from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+from airflow.sdk import BaseHook, Variable
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
+
+from order_cancel.airflow import run_data
+from order_cancel.airflow.operators.base import FlowOperator, is_dry_run, long_lived_objects_frozen
+from order_cancel.airflow.rest_api import AIRFLOW_API_CONN_ID, AirflowApi
+from order_cancel.flows.models import AlarmSettings, CancelStatus
+from order_cancel.pipeline.batch import batches
+from order_cancel.pipeline.fetch import fetch_work_items
+from order_cancel.pipeline.report import RunReport, crossed, recent_run_times
+from order_cancel.pipeline.summary import summarize
+from order_cancel.pipeline.watermark import Watermark, iso, run_window
+
+
+class LoginOperator(FlowOperator):
+    """Login Step: checks the Omnitron (and ERP) credentials before any plan is touched.
+
+    The tokens stay in the worker process; nothing of them reaches XCom or the log.
+    """
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(do_xcom_push=False, **kwargs)
+
+    def run(self, context: Any) -> None:
+        self.omnitron_hook(context).get_conn().login()
+        self.log.info("Logged in to Omnitron with connection %r", self.flow.omnitron.conn_id)
+        if self.flow.erp.login is not None and not is_dry_run(self.flow, context):
+            self.erp_hook(context).get_conn().login()
+            self.log.info("ERP login (%s) with connection %r is ready", self.flow.erp.login.type, self.flow.erp.conn_id)
+
+
+class FetchPlansOperator(FlowOperator):
+    """Get Data From Omnitron Step: the plans of this run, for the plan (or batch) tasks, which are
+    mapped over its return value (see `run_data.push_work`)."""
+
+    @long_lived_objects_frozen()
+    def run(self, context: Any) -> list[Any]:
+        window = watermark = None
+        if self.flow.get_data.cancel_status is CancelStatus.COMPLETED:
+            dag_run = context["dag_run"]
+            interval = (context.get("data_interval_start"), context.get("data_interval_end"))
+            run_type = getattr(dag_run.run_type, "value", dag_run.run_type)
+            window = run_window(str(run_type), dag_run.conf or {}, interval)
+            if window is None:
+                watermark = self._watermark(context)
+        items = fetch_work_items(self.omnitron_hook(context).get_conn(), self.flow, window=window, watermark=watermark)
+        self.log.info("Fetched %d cancellation plans: %s", len(items), [item.ref.plan_pk for item in items])
+        if window is not None:
+            self.log.info("Window run: plans modified from %s until %s; the watermark stays", window.start, window.end)
+        elif watermark is not None and not is_dry_run(self.flow, context):
+            advanced = watermark.advanced_over([item.plan for item in items])
+            context["ti"].xcom_push(key=run_data.NEXT_WATERMARK_KEY, value=advanced.dumps())
+        groups = batches(items, self.flow.batch.size) if self.flow.batch else None
+        return run_data.push_work(context["ti"], items, groups)
+
+    def _watermark(self, context: Any) -> Watermark:
+        key = run_data.watermark_variable(self.flow.flow_id)
+        stored = Variable.get(key, default=None)
+        if stored is not None:
+            self.log.info("Watermark %s: %s", key, stored)
+            return Watermark.loads(stored)
+        since = (
+            self.flow.get_data.completed_since
+            or context.get("data_interval_start")
+            or context.get("logical_date")
+            or dt.datetime.now(dt.UTC)
+        )
+        self.log.info("No watermark yet: starting from plans modified since %s", since)
+        return Watermark(iso(since))
+
+
+class AdvanceWatermarkOperator(FlowOperator):
+    """Moves a completed flow's watermark over the plans this run fetched, once they were processed.
+
+    It runs whatever the plans did: a failed plan keeps its failed task instance (clear it to
+    retry), and is not fetched again by later runs. A window run or a dry run leaves it alone.
+    """
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(trigger_rule="all_done", **kwargs)
+
+    def run(self, context: Any) -> str | None:
+        proposed = context["ti"].xcom_pull(task_ids=run_data.FETCH_TASK, key=run_data.NEXT_WATERMARK_KEY)
+        if proposed is None:
+            self.log.info("Nothing to move: no plans were fetched from the watermark in this run")
+            return None
+        key = run_data.watermark_variable(self.flow.flow_id)
+        stored = Variable.get(key, default=None)
+        advanced = Watermark.loads(proposed).later(Watermark.loads(stored) if stored else None).dumps()
+        Variable.set(key, advanced)
+        self.log.info("Watermark %s set to %s", key, advanced)
+        return advanced
+
+
+class RunSummaryOperator(FlowOperator):
+    """One line per plan (plan, order, relation, Omnitron outcome); fails the run if any plan failed.
+
+    It runs whatever the plans did (trigger rule all_done), and because it is the leaf of the DAG
+    its failure keeps a run with a failed plan red in the UI.
+    """
+
+    def __init__(self, *, plan_task_ids: Sequence[str], **kwargs: Any):
+        super().__init__(trigger_rule="all_done", do_xcom_push=False, **kwargs)
+        self.plan_task_ids = list(plan_task_ids)
+
+    @long_lived_objects_frozen()
+    def run(self, context: Any) -> None:
+        ti = context["ti"]
+        refs = run_data.fetched_refs(ti)
+        if refs is None:
+            raise AirflowFailException("no plans were fetched: the login or fetch_plans task did not succeed")
+        if self.flow.batch:
+            records = run_data.pull_batch_records(ti)
+        else:
+            records = run_data.pull_stage_records(ti, self.plan_task_ids)
+        summary = summarize(refs, records)
+        for line in summary.lines():
+            self.log.info("%s", line)
+        # Published before failing, so a red run still shows what happened to each plan.
+        run_data.push_summary(ti, summary)
+        started = context["dag_run"].start_date or dt.datetime.now(dt.UTC)
+        report = RunReport(summary.rows, (dt.datetime.now(dt.UTC) - started).total_seconds())
+        alarms = self._raise_alarms(context, report) if self.flow.alarms and not is_dry_run(self.flow, context) else []
+        self._leave_note(context, report.note(alarms))
+        if summary.failed:
+            raise AirflowFailException(
+                f"{len(summary.failed)} of {len(summary.rows)} plans failed: {summary.failed_refs()}"
+            )
+
+    def _raise_alarms(self, context: Any, report: RunReport) -> list[str]:
+        settings = self.flow.alarms
+        assert settings is not None
+        key = run_data.run_seconds_variable(self.flow.flow_id)
+        recent = recent_run_times(Variable.get(key, default=None), report.seconds, settings.average_over_runs)
+        Variable.set(key, json.dumps(recent))
+        alarms = crossed(settings, report, recent)
+        if not alarms:
+            return []
+        payload = report.payload(self.flow.flow_id, context["run_id"], alarms)
+        for alarm in alarms:
+            self.log.warning("Alarm: %s", alarm)
+        for notifier in _notifiers(self.flow.flow_id, settings, payload):
+            try:
+                # notify(), not the notifier's __call__: that would render plan data as Jinja templates.
+                notifier.notify(context)
+            except Exception as exc:
+                self.log.error("Alarm not delivered by %s: %s", type(notifier).__name__, exc)
+        return alarms
+
+    def _leave_note(self, context: Any, note: str) -> None:
+        """The run's summary as its note in the UI, through Airflow's REST API (see rest_api)."""
+        try:
+            conn = BaseHook.get_connection(AIRFLOW_API_CONN_ID)
+        except AirflowNotFoundException:
+            self.log.info("No run note: the %r connection is not set", AIRFLOW_API_CONN_ID)
+            return
+        try:
+            AirflowApi(conn).set_note(self.flow.flow_id, context["run_id"], note)
+        except requests.RequestException as exc:
+            self.log.warning("The run note was not set: %s", exc)
+
+
+def _notifiers(flow_id: str, settings: AlarmSettings, payload: dict[str, Any]) -> list[Any]:
+    notifiers: list[Any] = []
+    if settings.webhook:
+        notifiers.append(
+            HttpNotifier(http_conn_id=settings.webhook.conn_id, endpoint=settings.webhook.endpoint, json=payload)
+        )
+    if settings.email:
+        notifiers.append(
+            SmtpNotifier(
+                to=settings.email.to,
+                subject=f"Order cancel flow {flow_id}: {'; '.join(payload['alarms'])}",
+                html_content=f"<pre>{html.escape(json.dumps(payload, indent=2, ensure_ascii=False))}</pre>",
+                smtp_conn_id=settings.email.conn_id,
+            )
+        )
+    return notifiers

@@ -1,0 +1,166 @@
+"""Where a run's data lives in Airflow and how it is encoded: the one module that knows.
+
+Task ids of a flow's DAG, and its XComs (Airflow clears a task instance's XComs on each try):
+
+* `fetch_plans`: its return value is what the plan tasks are mapped over, the plans' refs (one per
+  plan, or a list per batch), because Airflow loads that whole list to resolve a mapped argument;
+  each whole work item waits under a key of its own, `plan_item.<i>` (or the batch's `plan_batch.<i>`),
+  for its task instance alone; `next_watermark` is where a completed flow's watermark moves.
+* a per-step plan task returns `{"ref": <the plan's ref>, "records": <its step records>}`; the ref
+  stays structured for the task's label, the records travel as JSON text; a failed one pushes its
+  failed record under `plan_error`.
+* `plan_batch` returns its plans' progress (JSON text), pushed also when the batch fails.
+* `summary` pushes the run's rows under `plans`.
+
+Airflow Variables, per flow: `order_cancel.<flow_id>.completed_watermark` (a completed flow's
+watermark), `order_cancel.<flow_id>.run_seconds` (the latest run times, for the alarms), and a
+batch's checkpoint `order_cancel.<flow_id>.batch_checkpoint.<run_id>.<batch index>` while the batch
+has failed plans.
+
+Values that hold plans travel as JSON text: pushing or pulling a structured value, Airflow walks
+every nested object (serialization, secrets masking), which for hundreds of plans costs more than
+their HTTP calls.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk.bases.xcom import BaseXCom
+
+from order_cancel.pipeline.plan import RECORDS, PlanProgress, PlanRef, Stage, StepRecord, WorkItem
+from order_cancel.pipeline.summary import RunSummary
+
+LOGIN_TASK = "login"
+FETCH_TASK = "fetch_plans"
+PLAN_GROUP = "plan"
+BATCH_TASK = "plan_batch"
+SUMMARY_TASK = "summary"
+WATERMARK_TASK = "advance_watermark"
+
+RETURN_KEY = BaseXCom.XCOM_RETURN_KEY
+NEXT_WATERMARK_KEY = "next_watermark"
+PLAN_ERROR_KEY = "plan_error"
+SUMMARY_KEY = "plans"
+_ITEM_KEY = "plan_item.{index}"
+_BATCH_KEY = "plan_batch.{index}"
+
+
+def watermark_variable(flow_id: str) -> str:
+    return f"order_cancel.{flow_id}.completed_watermark"
+
+
+def run_seconds_variable(flow_id: str) -> str:
+    return f"order_cancel.{flow_id}.run_seconds"
+
+
+def batch_checkpoint_variable(flow_id: str, run_id: str, batch_index: int) -> str:
+    return f"order_cancel.{flow_id}.batch_checkpoint.{run_id}.{batch_index}"
+
+
+def stage_task(stage: Stage) -> str:
+    """The per-step layout's task id of a stage, in the plan task group."""
+    return f"{PLAN_GROUP}.{stage.value}"
+
+
+def encode(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def decode(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+# -- fetch_plans: the refs the plan tasks are mapped over, the work items under their own keys ------
+
+
+def push_work(ti: Any, items: list[WorkItem], batches: list[list[WorkItem]] | None) -> list[Any]:
+    """Stores the work items for their task instances; answers the list to map the plan tasks over."""
+    if batches is None:
+        for index, item in enumerate(items):
+            ti.xcom_push(key=_ITEM_KEY.format(index=index), value=item.model_dump_json())
+        return [_mapped_ref(item) for item in items]
+    for index, batch in enumerate(batches):
+        ti.xcom_push(key=_BATCH_KEY.format(index=index), value=encode([item.model_dump(mode="json") for item in batch]))
+    return [[_mapped_ref(item) for item in batch] for batch in batches]
+
+
+def _mapped_ref(item: WorkItem) -> dict[str, Any]:
+    return {"ref": item.ref.model_dump(mode="json")}
+
+
+def pull_item(ti: Any) -> WorkItem:
+    """This per-plan task instance's work item."""
+    return WorkItem.model_validate_json(ti.xcom_pull(task_ids=FETCH_TASK, key=_ITEM_KEY.format(index=ti.map_index)))
+
+
+def pull_batch(ti: Any) -> list[WorkItem]:
+    """This batch task instance's work items."""
+    stored = decode(ti.xcom_pull(task_ids=FETCH_TASK, key=_BATCH_KEY.format(index=ti.map_index)))
+    return [WorkItem.model_validate(item) for item in stored]
+
+
+def fetched_refs(ti: Any) -> list[PlanRef] | None:
+    """The refs fetch_plans handed out, in order; None when it did not succeed."""
+    mapped = ti.xcom_pull(task_ids=FETCH_TASK)
+    if mapped is None:
+        return None
+    flat = [entry for group in mapped for entry in (group if isinstance(group, list) else [group])]
+    return [PlanRef.model_validate(entry["ref"]) for entry in flat]
+
+
+# -- plan tasks: step records ---------------------------------------------------------------------
+
+
+def step_result(ref: PlanRef, records: Sequence[StepRecord]) -> dict[str, Any]:
+    """A per-step plan task's return value."""
+    return {"ref": ref.model_dump(mode="json"), "records": _encode_records(records)}
+
+
+def records_of(step_input: dict[str, Any]) -> PlanProgress:
+    """The records an upstream plan task returned, as the plan's progress so far."""
+    ref = PlanRef.model_validate(step_input["ref"])
+    return PlanProgress(
+        ref=ref, records=RECORDS.validate_json(step_input["records"]) if "records" in step_input else []
+    )
+
+
+def push_failure(ti: Any, records: Sequence[StepRecord]) -> None:
+    """What a failed per-step task did, for the summary (a failed task pushes no return value)."""
+    ti.xcom_push(key=PLAN_ERROR_KEY, value=_encode_records(records))
+
+
+def pull_stage_records(ti: Any, task_ids: list[str]) -> list[StepRecord]:
+    """Every step record of the per-step plan tasks: their return values and their failures."""
+    # A list of task ids always answers a list (one id with one mapped value answers the value).
+    returned = ti.xcom_pull(task_ids=task_ids) or []
+    failed = ti.xcom_pull(task_ids=task_ids, key=PLAN_ERROR_KEY) or []
+    records: list[StepRecord] = [record for value in returned if value for record in records_of(value).records]
+    return records + [record for text in failed if text for record in RECORDS.validate_json(text)]
+
+
+def push_batch(ti: Any, plans: list[PlanProgress]) -> None:
+    """A batch's plans, pushed also when the batch fails (then Airflow would push nothing)."""
+    ti.xcom_push(key=RETURN_KEY, value=encode([plan.model_dump(mode="json") for plan in plans]))
+
+
+def pull_batch_records(ti: Any) -> list[StepRecord]:
+    """Every step record of the run's batches."""
+    texts = ti.xcom_pull(task_ids=[BATCH_TASK]) or []
+    return [
+        record
+        for text in texts
+        if text
+        for plan in decode(text)
+        for record in PlanProgress.model_validate(plan).records
+    ]
+
+
+def _encode_records(records: Sequence[StepRecord]) -> str:
+    return encode([record.model_dump(mode="json") for record in records])
+
+
+def push_summary(ti: Any, summary: RunSummary) -> None:
+    ti.xcom_push(key=SUMMARY_KEY, value=summary.rows)

@@ -1,0 +1,410 @@
+"""The one pipeline of a plan: Script Step, Mapping Step, Write Data to ERP with the response
+evaluation, Write Data to Omnitron, Post Script.
+
+Every layout runs it: the per-step tasks one stage each (`run_stage`), the batch runner a whole
+plan (`advance`), the test panels and the CLI the parts they show. A step never raises for a plan's
+failure: it returns its record with the error, and says whether a retry may mend it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from order_cancel.clients.erp import IDEMPOTENCY_HEADER, ErpAnswer, ErpClient, ErpLoginRefused
+from order_cancel.clients.omnitron import OmnitronClient, OmnitronLoginError, Written
+from order_cancel.flows.models import CancelStatus, FlowConfig, NextState
+from order_cancel.pipeline.plan import (
+    ErpRecord,
+    MappingRecord,
+    OmnitronRecord,
+    PlanProgress,
+    PlanRef,
+    PostScriptRecord,
+    ScriptRecord,
+    Stage,
+    Step,
+    StepRecord,
+    WorkItem,
+    now,
+)
+from order_cancel.runtime.evaluation import (
+    REJECTED_COUNT_ATTRIBUTE,
+    RELATION_ATTRIBUTE,
+    EvaluationError,
+    Relation,
+    ResponseEvaluator,
+    default_response_script,
+)
+from order_cancel.runtime.jolt import JoltMapping, MappingError, load_spec_file
+from order_cancel.runtime.nifi_api import ERROR_ATTRIBUTE, LogLine
+from order_cancel.runtime.scripts import Script, ScriptError
+
+INTEGRATION_CODE_ATTRIBUTE = "integration_code"
+DRY_RUN = "dry_run"
+
+
+class PlanDataError(ValueError):
+    """A plan (or what a script made of it) cannot be processed; retrying will not help. It keeps
+    what the step had made, for the step's record: attributes, log lines and `fields`."""
+
+    def __init__(self, message: str, attributes: dict[str, str], logs: list[LogLine], **fields: Any):
+        super().__init__(message)
+        self.attributes = attributes
+        self.logs = logs
+        self.fields = fields
+
+
+# Failures that the same input meets again on a retry.
+UNMENDABLE = (ScriptError, MappingError, EvaluationError, PlanDataError, OmnitronLoginError, ErpLoginRefused)
+
+
+class PlanClients(Protocol):
+    """Where a plan's steps get their clients (one per thread where a batch runs threads)."""
+
+    def omnitron(self) -> OmnitronClient: ...
+
+    def erp(self) -> ErpClient: ...
+
+
+def flow_stages(flow: FlowConfig) -> list[Stage]:
+    """The stages a flow's plans go through (the post script only where the flow has one)."""
+    return [Stage.TRANSFORM, Stage.WRITE_ERP, Stage.WRITE_OMNITRON] + ([Stage.POST_SCRIPT] if flow.post_script else [])
+
+
+def plan_attributes(flow: FlowConfig, item: WorkItem) -> dict[str, str]:
+    """The attributes every script of the plan starts with (NiFi attributes are strings)."""
+    ref, plan = item.ref, item.plan
+    order = plan["order"] if isinstance(plan.get("order"), dict) else {}
+    attributes = {
+        "channel_type": flow.get_data.channel_type,
+        "cancel_status": flow.get_data.cancel_status.value,
+        "plan_pk": ref.plan_pk,
+        "plan_type": plan.get("plan_type"),
+        "plan_status": plan.get("status"),
+        "order_pk": ref.order_pk,
+        "order_number": ref.order_number,
+        "channel_id": order.get("channel"),
+        "transaction_pk": ref.transaction_pk,
+    }
+    return {**flow.attributes, **{key: str(value) for key, value in attributes.items() if value is not None}}
+
+
+def error_text(exc: BaseException) -> str:
+    """A failure in one line: a script's own `log.script.error` (type, message, file and line), or the exception."""
+    return getattr(exc, "attributes", {}).get(ERROR_ATTRIBUTE) or f"{type(exc).__name__}: {exc}"
+
+
+_RECORD_TYPES: dict[Step, type[StepRecord]] = {
+    Step.SCRIPT: ScriptRecord,
+    Step.MAPPING: MappingRecord,
+    Step.WRITE_ERP: ErpRecord,
+    Step.WRITE_OMNITRON: OmnitronRecord,
+    Step.POST_SCRIPT: PostScriptRecord,
+}
+
+
+def _recorded(
+    step: Step, ref: PlanRef, attributes: dict[str, str], action: Callable[[], dict[str, Any]], **fixed: Any
+) -> Any:
+    """Runs one step and records it: its fields from `action`, or its error with the attributes and
+    log lines a script left. `fixed` are fields the record has either way."""
+    started_at, clock = now()
+    try:
+        fields: dict[str, Any] = {"attributes": attributes, **action()}
+    except Exception as exc:
+        fields = {
+            "attributes": getattr(exc, "attributes", attributes),
+            "logs": getattr(exc, "logs", []),
+            **getattr(exc, "fields", {}),
+            "error": error_text(exc),
+            "retryable": not isinstance(exc, UNMENDABLE),
+        }
+    seconds = round(time.monotonic() - clock, 6)
+    return _RECORD_TYPES[step](ref=ref, started_at=started_at, seconds=seconds, **fixed, **fields)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What the response evaluation made of one ERP answer."""
+
+    relation: Relation
+    attributes: dict[str, str]
+    logs: list[LogLine]
+
+
+@dataclass(frozen=True)
+class PlanPipeline:
+    """What the steps of one flow need, built once per task: compiled scripts and the Jolt chain."""
+
+    flow: FlowConfig
+    script: Script | None
+    mapping: JoltMapping | None
+    evaluator: ResponseEvaluator
+    post_script: Script | None
+    timeout: float
+    """The time limit of each script run."""
+    dry_run: bool = False
+
+    @classmethod
+    def build(cls, flow: FlowConfig, *, dry_run: bool = False, script_timeout: float | None = None) -> PlanPipeline:
+        """Compiles the flow's scripts and builds its mapping; raises ScriptError or MappingError.
+        `script_timeout` can only shorten the flow's own limit (the test panels do)."""
+        timeout = min(script_timeout or flow.script_timeout_seconds, flow.script_timeout_seconds)
+        response_script = None
+        if flow.write_erp.custom_response:
+            path = flow.write_erp.response_script
+            response_script = Script.from_file(path) if path else default_response_script()
+        return cls(
+            flow=flow,
+            script=Script.from_file(flow.script) if flow.script else None,
+            mapping=_mapping(flow),
+            evaluator=ResponseEvaluator(response_script, timeout),
+            post_script=Script.from_file(flow.post_script) if flow.post_script else None,
+            timeout=timeout,
+            dry_run=dry_run,
+        )
+
+    # -- Script Step and Mapping Step ---------------------------------------------------------
+    def transform(self, item: WorkItem, extra_attributes: dict[str, str] | None = None) -> list[StepRecord]:
+        """The script's and the mapping's records, up to the first that failed. `extra_attributes`
+        come on top of the plan's own, as if an earlier step had set them (the test panels)."""
+        records: list[StepRecord] = []
+        attributes, data = {**plan_attributes(self.flow, item), **(extra_attributes or {})}, item.plan
+        if self.script is not None:
+            script: ScriptRecord = _recorded(
+                Step.SCRIPT, item.ref, attributes, lambda: self._run_script(data, attributes)
+            )
+            records.append(script)
+            if script.failed:
+                return records
+            attributes, data = script.attributes, script.output
+        if self.mapping is not None:
+            mapping = self.mapping
+            records.append(_recorded(Step.MAPPING, item.ref, attributes, lambda: {"output": mapping.apply(data)}))
+        return records
+
+    def _run_script(self, data: Any, attributes: dict[str, str]) -> dict[str, Any]:
+        assert self.script is not None
+        run = self.script.run(json.dumps(data, ensure_ascii=False), attributes, timeout=self.timeout)
+        if run.transferred == "failure":
+            raise PlanDataError(
+                "the script transferred the plan to REL_FAILURE", run.attributes, run.logs, transferred=run.transferred
+            )
+        try:
+            output = json.loads(run.output_text)
+        except ValueError as exc:
+            message = f"the script's output is not JSON ({exc}): {run.output_text[:200]!r}"
+            raise PlanDataError(message, run.attributes, run.logs, output=run.output_text) from None
+        return {"output": output, "attributes": run.attributes, "logs": run.logs, "transferred": run.transferred}
+
+    @staticmethod
+    def body(progress: PlanProgress, item: WorkItem | None) -> Any:
+        """The ERP request body: what the mapping (else the script) made of the plan, else the plan."""
+        for step in (Step.MAPPING, Step.SCRIPT):
+            record = progress.latest(step)
+            if record is not None and not record.failed:
+                return record.output
+        return _needed(item, Stage.WRITE_ERP).plan
+
+    # -- Write Data to ERP Step and Custom Response Script Step -------------------------------
+    def evaluate(self, answer: ErpAnswer, body: Any, attributes: dict[str, str]) -> Evaluation:
+        """The response evaluation of one answer: the default table, or the flow's response script."""
+        relation, evaluated, logs = self.evaluator.evaluate(answer, body, attributes)
+        return Evaluation(relation, evaluated, logs)
+
+    def deliver(
+        self, erp: ErpClient, ref: PlanRef, body: Any, attributes: dict[str, str], rejected_count: Callable[[], int]
+    ) -> ErpRecord:
+        """Send the body; on auth_fail log in again and resend, at most erp.max_auth_retries times."""
+        key = ref.idempotency_key(self.flow.flow_id)
+        send = self._dry_delivery if self.dry_run else self._delivery
+        return _recorded(
+            Step.WRITE_ERP,
+            ref,
+            attributes,
+            lambda: send(erp, body, dict(attributes), key, rejected_count),
+            idempotency_key=key,
+        )
+
+    def _request(self, erp: ErpClient, body: Any, key: str) -> dict[str, Any]:
+        settings = self.flow.write_erp
+        request = erp.request_for(settings.method.value, settings.url, body, {IDEMPOTENCY_HEADER: key})
+        return {**request, "auth": erp.auth_description}
+
+    def _delivery(
+        self, erp: ErpClient, body: Any, attributes: dict[str, str], key: str, rejected_count: Callable[[], int]
+    ) -> dict[str, Any]:
+        settings = self.flow.write_erp
+        if self.evaluator.script is not None:
+            attributes[REJECTED_COUNT_ATTRIBUTE] = str(rejected_count())
+        logs: list[LogLine] = []
+        for attempt in range(self.flow.erp.max_auth_retries + 1):
+            if attempt:
+                erp.login()
+            answer = erp.send(settings.method.value, settings.url, body, {IDEMPOTENCY_HEADER: key})
+            evaluation = self.evaluate(answer, body, attributes)
+            logs += evaluation.logs
+            if evaluation.relation is not Relation.AUTH_FAIL:
+                relation = evaluation.relation
+                break
+        else:
+            logs.append(
+                ("warning", f"the ERP refused authentication {attempt + 1} times; the plan is left for a later run")
+            )
+            relation = Relation.DO_NOTHING
+            evaluation.attributes[RELATION_ATTRIBUTE] = relation.value
+        return {
+            "relation": relation.value,
+            "request": self._request(erp, body, key),
+            "status_code": answer.status_code,
+            "response_data": answer.body(),
+            "no_answer": answer.error,
+            "sends": attempt + 1,
+            "attributes": evaluation.attributes,
+            "logs": logs,
+        }
+
+    def _dry_delivery(
+        self, erp: ErpClient, body: Any, attributes: dict[str, str], key: str, rejected_count: Callable[[], int]
+    ) -> dict[str, Any]:
+        request = self._request(erp, body, key)
+        return {
+            "relation": DRY_RUN,
+            "request": request,
+            "logs": [("info", f"dry run: would send {request['method']} {request['url']}")],
+        }
+
+    # -- Write Data to Omnitron Step ----------------------------------------------------------
+    def write_outcome(self, omnitron: OmnitronClient, delivery: ErpRecord) -> OmnitronRecord:
+        """Report the relation to Omnitron; only an ERP-accepted plan (continue) moves forward."""
+
+        def write() -> dict[str, Any]:
+            outcome, call = omnitron_write(self.flow, delivery)
+            written = call(omnitron) if call else None
+            return {"outcome": outcome, "call": written.as_dict() if written else None}
+
+        return _recorded(Step.WRITE_OMNITRON, delivery.ref, delivery.attributes, write)
+
+    # -- Post Script Step ----------------------------------------------------------------------
+    def post(self, delivery: ErpRecord) -> PostScriptRecord:
+        """Runs after a successful Omnitron write of an accepted plan; its output is not used."""
+        post_script = self.post_script
+
+        def run() -> dict[str, Any]:
+            if post_script is None or delivery.relation != Relation.CONTINUE.value:
+                return {"ran": False}
+            variables = {"request_data": delivery.request_data, "response_data": delivery.response_data}
+            run = post_script.run(
+                json.dumps(variables, ensure_ascii=False),
+                delivery.attributes,
+                variables=variables,
+                timeout=self.timeout,
+            )
+            return {"ran": True, "attributes": run.attributes, "logs": run.logs}
+
+        return _recorded(Step.POST_SCRIPT, delivery.ref, delivery.attributes, run)
+
+    # -- a plan's stages -----------------------------------------------------------------------
+    @property
+    def stages(self) -> list[Stage]:
+        return flow_stages(self.flow)
+
+    def run_stage(
+        self, stage: Stage, progress: PlanProgress, clients: PlanClients, item: WorkItem | None = None
+    ) -> PlanProgress:
+        """One stage of one plan, its input taken from the progress so far. The plan itself (`item`)
+        is needed by the transform, and by the ERP write of a flow with neither script nor mapping."""
+        ref = progress.ref
+        if stage is Stage.TRANSFORM:
+            return progress.add(*self.transform(_needed(item, stage)))
+        if stage is Stage.WRITE_ERP:
+
+            def rejected_count() -> int:
+                return clients.omnitron().rejected_count(ref.order_pk)
+
+            # A flow with neither script nor mapping has no transform record: the plan's own attributes.
+            attributes = progress.attributes if progress.records else plan_attributes(self.flow, _needed(item, stage))
+            body = self.body(progress, item)
+            return progress.add(self.deliver(clients.erp(), ref, body, attributes, rejected_count))
+        delivery = progress.delivery
+        if delivery is None:
+            raise ValueError(f"{ref.label}: {stage.value} needs the ERP's decision first")
+        if stage is Stage.WRITE_OMNITRON:
+            return progress.add(self.write_outcome(clients.omnitron(), delivery))
+        return progress.add(self.post(delivery))
+
+    def next_stage(self, progress: PlanProgress) -> Stage | None:
+        """Where a plan resumes. The ERP is never sent a plan it has decided on; a plan whose
+        script or mapping failed runs again from the start, with the same input."""
+        if progress.delivery is None:
+            transformed = [record for record in progress.records if record.step.stage is Stage.TRANSFORM]
+            return Stage.WRITE_ERP if transformed and not transformed[-1].failed else Stage.TRANSFORM
+        if progress.written is None:
+            return Stage.WRITE_OMNITRON
+        if Stage.POST_SCRIPT in self.stages and progress.posted is None:
+            return Stage.POST_SCRIPT
+        return None
+
+    def advance(
+        self, item: WorkItem, progress: PlanProgress, clients: PlanClients, *, until: Stage | None = None
+    ) -> PlanProgress:
+        """Runs the plan's stages from where it stands, up to `until` (included), or until one fails."""
+        start = self.next_stage(progress)
+        if start is None:
+            return progress
+        for stage in self.stages[self.stages.index(start) :]:
+            done = len(progress.records)
+            progress = self.run_stage(stage, progress, clients, item)
+            if any(record.failed for record in progress.records[done:]) or stage is until:
+                break
+        return progress
+
+
+def _needed(item: WorkItem | None, stage: Stage) -> WorkItem:
+    if item is None:
+        raise ValueError(f"the {stage.value} stage needs the plan itself")
+    return item
+
+
+def omnitron_write(flow: FlowConfig, delivery: ErpRecord) -> tuple[str, Callable[[OmnitronClient], Written] | None]:
+    """What a relation means for Omnitron: the outcome in words, and the write to make (if any)."""
+    ref, status = delivery.ref, flow.get_data.cancel_status
+    if delivery.relation == DRY_RUN:
+        return "dry run: nothing written", None
+    relation = Relation(str(delivery.relation))
+    if relation is Relation.CONTINUE:
+        if status is CancelStatus.ORDER_TRANSACTION:
+            code = delivery.attributes.get(INTEGRATION_CODE_ATTRIBUTE) or str(ref.plan_pk)
+            return f"integration mapping {code!r} created", lambda omnitron: omnitron.create_mapping(
+                ref.transaction_pk, code
+            )
+        if status is CancelStatus.COMPLETED:
+            return "delivered (completed flow: nothing written)", None
+        next_state = flow.write_omnitron.next_state
+        if next_state is NextState.APPROVED:
+            return "approved", lambda omnitron: omnitron.approve(ref.order_pk, ref.plan_pk)
+        return f"status set to {next_state.value}", lambda omnitron: omnitron.update_status(
+            ref.plan_pk, next_state.value
+        )
+    if relation is Relation.FAILURE and status.writes_status:
+        return "rejected", lambda omnitron: omnitron.reject(ref.plan_pk)
+    if relation is Relation.FAILURE and status is CancelStatus.ORDER_TRANSACTION:
+        return "refused by the ERP: the transaction stays unmapped and is retried by the next run", None
+    if relation is Relation.FAILURE:
+        return "refused by the ERP (completed flow: nothing written)", None
+    if status is CancelStatus.COMPLETED:
+        return "untouched (completed flow: clear its write_erp task to send it again)", None
+    return "untouched (retried by a later run)", None
+
+
+def _mapping(flow: FlowConfig) -> JoltMapping | None:
+    if flow.mapping is None:
+        return None
+    if isinstance(flow.mapping, Path):
+        return JoltMapping(load_spec_file(flow.mapping), source=str(flow.mapping))
+    return JoltMapping(flow.mapping, source=f"{flow.source}: mapping")
