@@ -76,13 +76,22 @@ def erp_servers(_erp_servers):
     return _erp_servers
 
 
+# The task layouts of a flow's plans, and what a flow file says to get each.
+LAYOUTS: dict[str, dict | None] = {
+    "per_step": None,
+    "single": {"plan_tasks": "single"},
+    # Small batches, so that a handful of plans spreads over several batch tasks.
+    "batch": {"batch": {"size": 2, "concurrency": 4}},
+}
+
+
 @pytest.fixture
 def flow_mode(request) -> str:
-    """per_plan by default; tests marked with `both_modes` run in batch mode too."""
-    return getattr(request, "param", "per_plan")
+    """The per-step layout by default; tests marked `every_layout` run in each layout."""
+    return getattr(request, "param", "per_step")
 
 
-both_modes = pytest.mark.parametrize("flow_mode", ["per_plan", "batch"], indirect=True)
+every_layout = pytest.mark.parametrize("flow_mode", list(LAYOUTS), indirect=True)
 
 
 @pytest.fixture
@@ -97,5 +106,4 @@ def flows(airflow_db, omnitron, erp_servers, tmp_path, monkeypatch, flow_mode) -
     folder.mkdir()
     monkeypatch.setenv("ORDER_CANCEL_FLOWS_DIR", str(folder))
     delete_variables()
-    # Small batches, so that a handful of plans spreads over several batch tasks.
-    return FlowRunner(folder, defaults={"batch": {"size": 2, "concurrency": 4}} if flow_mode == "batch" else None)
+    return FlowRunner(folder, defaults=LAYOUTS[flow_mode])

@@ -83,9 +83,9 @@ class RunResult:
             decoded = json.loads(value) if isinstance(value, str) else value
             if task_id == "plan_batch" and key == "return_value":
                 records += [record for plan in decoded for record in PlanProgress.model_validate(plan).records]
-            elif task_id.startswith("plan.") and key == "return_value":
+            elif _plan_task(task_id) and key == "return_value":
                 records += RECORDS.validate_json(decoded["records"])
-            elif task_id.startswith("plan.") and key == "plan_error":
+            elif _plan_task(task_id) and key == "plan_error":
                 records += RECORDS.validate_python(decoded)
         ref = PlanRef(plan_pk=plan_pk)
         return progress_by_plan([ref], [record for record in records if record.ref.plan_pk == plan_pk])[plan_pk]
@@ -106,6 +106,11 @@ class RunResult:
             "omnitron": written.outcome if written else None,
             "post_script": None if posted is None else ("ran" if posted.ran else "skipped"),
         }
+
+
+def _plan_task(task_id: str) -> bool:
+    """A task that works on one plan: a per-step task (plan.<stage>), or the one-task-per-plan `plan`."""
+    return task_id == "plan" or task_id.startswith("plan.")
 
 
 class FlowRunner:

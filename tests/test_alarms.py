@@ -9,7 +9,7 @@ from fakes import make_plan
 from fakes.smtp import FakeSmtp
 from order_cancel.flows.models import AlarmSettings
 from order_cancel.pipeline.report import RunReport, crossed, recent_run_times
-from tests.conftest import both_modes
+from tests.conftest import every_layout
 from tests.flow_runner import variable
 
 WEBHOOK = {"conn_id": "alerts", "endpoint": "/hooks/order-cancel"}
@@ -19,7 +19,7 @@ def hooks(receiver):
     return [r for r in receiver.requests if r.path == "/hooks/order-cancel"]
 
 
-@both_modes
+@every_layout
 def test_an_error_rate_above_the_threshold_posts_the_alarm_to_the_webhook(flows, omnitron, erp_servers, monkeypatch):
     receiver = erp_servers["none"]
     monkeypatch.setenv("AIRFLOW_CONN_ALERTS", json.dumps({"conn_type": "http", "host": receiver.url}))

@@ -1,6 +1,6 @@
 """High-volume mode: batches of plans per mapped task, each plan still isolated, and a retry or a
 clear that runs only a batch's failed plans again. (The mode-agnostic end-to-end tests of the other
-modules also run in batch mode: see `both_modes`.)"""
+modules also run in batch mode: see `every_layout`.)"""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_a_retried_batch_runs_only_its_failed_plan(flows, omnitron, erp_servers)
     assert variable(checkpoint_key("acme_cancel", run.run_id, 0)) is None, "a finished batch leaves no checkpoint"
 
 
-def test_clearing_a_failed_batch_after_a_fix_sends_only_the_failed_plan(flows, omnitron, erp_servers):
+def test_a_failed_plan_of_a_batch_continues_in_its_own_task_and_its_clear_sends_only_it(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
     omnitron.add_plans([make_plan(pk, order_pk=100 + pk) for pk in (1, 2)])
     marker = flows.folder / "scripts" / "broken"
@@ -67,18 +67,27 @@ def test_clearing_a_failed_batch_after_a_fix_sends_only_the_failed_plan(flows, o
 
     failed = flows.run()
 
-    assert failed.state == "failed" and failed.mapped("plan_batch")[0].state == "failed"
+    # The batch does not turn red for its plan: plan 2 continues, and fails, in its own instance.
+    assert failed.state == "failed"
+    assert [(task.label, task.state) for task in failed.mapped("plan_batch")] == [
+        ("plans 1–2 (2) · 1 failed, each continued in its own plan task", "success")
+    ]
+    [plan_2] = failed.mapped("plan")
+    assert (plan_2.label, plan_2.state) == ("plan 2 · order 429452102 · failed at script", "failed")
+    assert plan_2.try_number == 1, "a script error is not retried"
     assert failed.summary[1]["omnitron"] == "approved"
     assert failed.summary[2]["error"].startswith("transform: ValueError: no reason code")
     assert sent(erp) == [1]
 
     marker.unlink()
     erp.clear_requests()
-    cleared = flows.clear(failed, "plan_batch", 0)
+    cleared = flows.clear(failed, "plan", plan_2.map_index)
 
     assert cleared.state == "success"
-    assert sent(erp) == [2]
+    assert sent(erp) == [2], "the clear ran plan 2 alone"
+    assert cleared.mapped("plan_batch")[0].try_number == 1, "the batch did not run again"
     assert [omnitron.plans[pk]["status"] for pk in (1, 2)] == ["approved", "approved"]
+    assert cleared.mapped("plan")[0].label == "plan 2 · order 429452102 · approved"
 
 
 def test_a_retried_batch_runs_only_the_failed_post_script_again(flows, omnitron, erp_servers):

@@ -8,7 +8,7 @@ import json
 
 from fakes import make_order_transaction, make_plan
 from order_cancel.airflow.run_data import watermark_variable as variable_key
-from tests.conftest import both_modes
+from tests.conftest import every_layout
 from tests.flow_runner import variable
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -32,7 +32,7 @@ def omnitron_writes(omnitron) -> list:
     return [r.path for r in omnitron.requests if r.method == "POST" and "auth/login" not in r.path]
 
 
-@both_modes
+@every_layout
 def test_watermark_takes_new_and_changed_plans_only(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
     omnitron.add_plans([completed_plan(pk, pk) for pk in (1, 2, 3)])
@@ -61,7 +61,7 @@ def test_watermark_takes_new_and_changed_plans_only(flows, omnitron, erp_servers
     assert sent_pks(erp) == [], "nothing new: nothing sent"
 
 
-@both_modes
+@every_layout
 def test_a_cap_smaller_than_the_backlog_with_equal_dates_across_a_page_boundary(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
     # Plans 3, 4 and 5 share one modification date; pages of 2 split them, and the cap of 4 too.
@@ -91,7 +91,7 @@ def test_a_cap_smaller_than_the_backlog_with_equal_dates_across_a_page_boundary(
     assert sent_pks(erp) == []
 
 
-@both_modes
+@every_layout
 def test_a_failed_run_moves_nothing_and_the_next_run_takes_everything(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
     omnitron.add_plans([completed_plan(pk, pk) for pk in (1, 2, 3)])
@@ -110,7 +110,7 @@ def test_a_failed_run_moves_nothing_and_the_next_run_takes_everything(flows, omn
     assert sent_pks(erp) == [1, 2, 3]
 
 
-@both_modes
+@every_layout
 def test_a_window_run_refetches_its_window_and_leaves_the_watermark(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
     omnitron.add_plans([completed_plan(pk, pk * 10) for pk in (1, 2, 3, 4)])
@@ -129,7 +129,7 @@ def test_a_window_run_refetches_its_window_and_leaves_the_watermark(flows, omnit
     assert variable(WATERMARK) == watermark
 
 
-@both_modes
+@every_layout
 def test_order_transaction_mode_maps_delivered_plans_and_retries_the_rest(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
     plans = [make_plan(pk, order_pk=500 + pk, status="completed", plan_type="refund") for pk in (1, 2, 3)]
@@ -199,7 +199,7 @@ def test_clearing_a_failed_plan_of_a_completed_flow_retries_only_that_plan(flows
     assert sent_pks(erp) == [], "the next scheduled run does not send plan 2 again"
 
 
-@both_modes
+@every_layout
 def test_a_backfill_takes_each_interval_and_leaves_the_watermark(flows, omnitron, erp_servers, flow_mode):
     erp = erp_servers["token"]
     omnitron.add_plans([completed_plan(1, 30), completed_plan(2, 90), completed_plan(3, 150), completed_plan(4, 170)])

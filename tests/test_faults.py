@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from fakes import make_plan
-from tests.conftest import both_modes
+from tests.conftest import every_layout
 from tests.flow_runner import ROOT
 
 APPROVE = "/api/v1/orders/{order}/cancellation_approved_order/"
@@ -34,7 +34,7 @@ def three_plans(omnitron):
     omnitron.add_plans([make_plan(pk, order_pk=100 + pk) for pk in (1, 2, 3)])
 
 
-@both_modes
+@every_layout
 # -- Omnitron ------------------------------------------------------------------------------------
 def test_omnitron_5xx_on_the_list_is_retried_then_succeeds(flows, omnitron, erp_servers, three_plans):
     omnitron.add_fault("GET", PLANS, status=503, times=2)
@@ -47,7 +47,7 @@ def test_omnitron_5xx_on_the_list_is_retried_then_succeeds(flows, omnitron, erp_
     assert statuses(omnitron, 1, 2, 3) == {1: "approved", 2: "approved", 3: "approved"}
 
 
-@both_modes
+@every_layout
 @pytest.mark.parametrize("fault", [{"status": 500}, {"delay": 1.5}], ids=["5xx", "timeout"])
 def test_omnitron_list_failing_for_good_fails_the_run_without_touching_a_plan(
     flows, omnitron, erp_servers, three_plans, fault
@@ -83,7 +83,7 @@ def test_a_malformed_page_fails_the_fetch_cleanly(flows, omnitron, erp_servers, 
     assert sent(erp_servers["token"]) == [] and writes(omnitron) == []
 
 
-@both_modes
+@every_layout
 def test_an_omnitron_token_expiring_mid_run_is_renewed(flows, omnitron, erp_servers, three_plans):
     omnitron.token_max_uses = 3
     flows.write()
@@ -97,7 +97,7 @@ def test_an_omnitron_token_expiring_mid_run_is_renewed(flows, omnitron, erp_serv
     omnitron.token_max_uses = None
 
 
-@both_modes
+@every_layout
 def test_a_5xx_on_the_update_is_retried_without_calling_the_erp_again(flows, omnitron, erp_servers, three_plans):
     erp = erp_servers["token"]
     omnitron.add_fault("POST", APPROVE.format(order=102), status=502, times=2)
@@ -111,7 +111,7 @@ def test_a_5xx_on_the_update_is_retried_without_calling_the_erp_again(flows, omn
     assert statuses(omnitron, 1, 2, 3) == {1: "approved", 2: "approved", 3: "approved"}
 
 
-@both_modes
+@every_layout
 # -- ERP -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "answer",
@@ -131,7 +131,7 @@ def test_an_erp_that_does_not_accept_leaves_the_plan_for_a_later_run(flows, omni
     assert APPROVE.format(order=102) not in writes(omnitron)
 
 
-@both_modes
+@every_layout
 def test_an_erp_refusing_connections_leaves_every_plan_untouched(
     flows, omnitron, erp_servers, three_plans, monkeypatch
 ):
@@ -152,7 +152,7 @@ def test_an_erp_refusing_connections_leaves_every_plan_untouched(
         closed.start()
 
 
-@both_modes
+@every_layout
 def test_a_non_json_erp_answer_is_kept_as_text(flows, omnitron, erp_servers, three_plans):
     erp = erp_servers["token"]
     erp.respond(match={"pk": 1}, status=200, raw_body=b"OK booked", headers={"Content-Type": "text/plain"})
@@ -164,7 +164,7 @@ def test_a_non_json_erp_answer_is_kept_as_text(flows, omnitron, erp_servers, thr
     assert run.final(1)["response_data"] == "OK booked"
 
 
-@both_modes
+@every_layout
 def test_a_huge_erp_answer_is_cut_in_memory_and_in_xcom(flows, omnitron, erp_servers, three_plans):
     erp = erp_servers["token"]
     erp.respond(match={"pk": 1}, status=201, raw_body=b'{"id": "ERP-1", "log": "' + b"x" * 5_000_000 + b'"}')
@@ -178,7 +178,7 @@ def test_a_huge_erp_answer_is_cut_in_memory_and_in_xcom(flows, omnitron, erp_ser
     assert omnitron.plans[1]["status"] == "approved"
 
 
-@both_modes
+@every_layout
 def test_a_retried_erp_write_carries_the_same_idempotency_key_and_books_once(
     flows, omnitron, erp_servers, three_plans, monkeypatch
 ):
@@ -208,7 +208,7 @@ def test_a_retried_erp_write_carries_the_same_idempotency_key_and_books_once(
     assert statuses(omnitron, 1, 2, 3) == {1: "approved", 2: "approved", 3: "approved"}
 
 
-@both_modes
+@every_layout
 def test_a_later_run_resending_a_plan_uses_the_same_key(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
     omnitron.add_plans([make_plan(1, order_pk=101)])
@@ -222,7 +222,7 @@ def test_a_later_run_resending_a_plan_uses_the_same_key(flows, omnitron, erp_ser
     assert omnitron.plans[1]["status"] == "approved"
 
 
-@both_modes
+@every_layout
 # -- Input ---------------------------------------------------------------------------------------
 def test_a_plan_missing_fields_fails_alone(flows, omnitron, erp_servers, three_plans):
     broken = make_plan(4, order_pk=104)
@@ -255,7 +255,7 @@ def test_turkish_text_travels_unchanged(flows, omnitron, erp_servers):
     assert run.state == "success"
 
 
-@both_modes
+@every_layout
 def test_a_script_that_loops_forever_is_stopped_and_fails_its_plan(flows, omnitron, erp_servers, three_plans):
     flows.write_file("scripts/slow.py", ("if get_attribute('plan_pk') == '3':\n    while True:\n        pass\n"))
     flows.write(script="scripts/slow.py", script_timeout_seconds=1)
@@ -268,7 +268,7 @@ def test_a_script_that_loops_forever_is_stopped_and_fails_its_plan(flows, omnitr
     assert statuses(omnitron, 1, 2, 3) == {1: "approved", 2: "approved", 3: "waiting"}
 
 
-@both_modes
+@every_layout
 def test_a_jolt_spec_that_fails_on_one_plan_fails_only_that_plan(flows, omnitron, erp_servers, three_plans):
     attack = make_plan(4, order_pk=104)
     attack["order"]["extra_field"] = {"erp_line": "999999999"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from fakes import make_plan
-from tests.conftest import both_modes
+from tests.conftest import every_layout
 from tests.flow_runner import BASE_FLOW
 
 APPROVE = "/api/v1/orders/{order}/cancellation_approved_order/"
@@ -26,7 +26,7 @@ def erp_writes(erp):
     return [r for r in erp.requests if r.path == "/api/cancellations"]
 
 
-@both_modes
+@every_layout
 @pytest.mark.parametrize(
     ("get_data", "expected_query"),
     [
@@ -59,7 +59,7 @@ def test_the_plan_query_carries_exactly_the_flow_filters(flows, omnitron, get_da
     assert query == {**expected_query, "ordering": "modified_date", "limit": "100", "page": "1"}
 
 
-@both_modes
+@every_layout
 def test_each_relation_gets_its_omnitron_call(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
     omnitron.add_plans([make_plan(pk, order_pk=100 + pk) for pk in (1, 2, 3, 4)])
@@ -99,7 +99,7 @@ def test_each_relation_gets_its_omnitron_call(flows, omnitron, erp_servers):
     }
 
 
-@both_modes
+@every_layout
 @pytest.mark.parametrize("next_state", ["confirmation_waiting", "confirmed", "completed"])
 def test_next_state_other_than_approved_updates_the_plan_status(flows, omnitron, next_state):
     omnitron.add_plans([make_plan(7, order_pk=70)])
@@ -112,7 +112,7 @@ def test_next_state_other_than_approved_updates_the_plan_status(flows, omnitron,
     assert omnitron.plans[7]["status"] == next_state
 
 
-@both_modes
+@every_layout
 def test_auth_fail_is_bounded_then_left_for_later(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
     omnitron.add_plans([make_plan(5, order_pk=50)])
@@ -127,7 +127,7 @@ def test_auth_fail_is_bounded_then_left_for_later(flows, omnitron, erp_servers):
     assert run.summary[5]["relation"] == "do_nothing"
 
 
-@both_modes
+@every_layout
 @pytest.mark.parametrize(
     ("erp_auth", "login", "expected_header"),
     [
@@ -149,7 +149,7 @@ def test_other_erp_login_styles(flows, omnitron, erp_servers, erp_auth, login, e
     assert omnitron.plans[9]["status"] == "approved"
 
 
-@both_modes
+@every_layout
 def test_get_method_sends_the_plan_as_query_parameters(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
     omnitron.add_plans([make_plan(11, order_pk=110)])
@@ -163,7 +163,7 @@ def test_get_method_sends_the_plan_as_query_parameters(flows, omnitron, erp_serv
     assert sent.body is None
 
 
-@both_modes
+@every_layout
 def test_pagination_and_the_per_run_cap(flows, omnitron, erp_servers):
     omnitron.add_plans([make_plan(pk, order_pk=1000 + pk) for pk in range(1, 26)])
     flows.write(get_data={"page_size": 10, "max_plans_per_run": 22})
@@ -190,10 +190,16 @@ def test_mapped_instances_are_labelled_with_plan_and_order(flows, omnitron):
 
     run = flows.run()
 
-    for task_id in ("plan.transform", "plan.write_erp", "plan.write_omnitron"):
+    # Each step's label says what the step made of the plan (tests/test_layouts.py: every layout).
+    steps = {
+        "plan.transform": "transformed",
+        "plan.write_erp": "accepted by the ERP",
+        "plan.write_omnitron": "approved",
+    }
+    for task_id, outcome in steps.items():
         assert [record.label for record in run.mapped(task_id)] == [
-            "plan 31 · order 429452907",
-            "plan 32 · order 429452908",
+            f"plan 31 · order 429452907 · {outcome}",
+            f"plan 32 · order 429452908 · {outcome}",
         ]
         assert all(record.state == "success" for record in run.mapped(task_id))
 
@@ -216,7 +222,7 @@ def test_a_failed_omnitron_update_fails_that_plan_only_and_the_run(flows, omnitr
     assert sorted(request.body["pk"] for request in erp_writes(erp_servers["token"])) == [1, 2, 3]
 
 
-@both_modes
+@every_layout
 def test_bad_credentials_fail_the_login_task_with_a_clear_error(flows, omnitron, monkeypatch):
     monkeypatch.setenv(
         "AIRFLOW_CONN_OMNITRON_TEST",
@@ -234,7 +240,7 @@ def test_bad_credentials_fail_the_login_task_with_a_clear_error(flows, omnitron,
     assert omnitron_writes(omnitron) == []
 
 
-@both_modes
+@every_layout
 def test_a_bad_flow_file_breaks_only_its_own_dag(flows, omnitron):
     omnitron.add_plans([make_plan(1, order_pk=100)])
     flows.write()

@@ -18,7 +18,7 @@ from order_cancel.airflow import factory
 from order_cancel.flows.loading import FlowConfigError, FlowsFolderError, load_flow, load_flows
 from order_cancel.flows.models import json_schema
 from order_cancel.flows.schedule import ScheduleError, airflow_schedule
-from tests.conftest import both_modes
+from tests.conftest import every_layout
 from tests.flow_runner import BASE_FLOW, ROOT
 
 MINIMAL = {
@@ -282,7 +282,7 @@ def test_the_airflow_cli_lists_the_good_dags_and_one_line_per_broken_file(flows,
 # -- no retry for what a retry cannot mend -------------------------------------------------------------
 
 
-@both_modes
+@every_layout
 def test_a_script_that_does_not_compile_fails_at_once_without_retries(flows, omnitron, erp_servers):
     omnitron.add_plans([make_plan(1, order_pk=101)])
     flows.write_file("scripts/broken.py", "if True\n")

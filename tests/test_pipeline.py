@@ -248,4 +248,4 @@ def test_a_dry_run_records_the_request_and_sends_nothing(enriching):
     progress = PlanPipeline.build(enriching, dry_run=True).advance(item, start(item), FakeClients(omnitron, erp))
     assert erp.sent == [] and omnitron.writes == []
     assert progress.delivery.relation == "dry_run" and progress.delivery.request["json"]["cancellationId"] == 3
-    assert progress.written.outcome == "dry run: nothing written"
+    assert progress.written.outcome == "dry run (nothing written)"

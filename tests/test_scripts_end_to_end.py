@@ -4,7 +4,7 @@ the example scripts of include/flows copied unchanged into a flow folder, as a u
 from __future__ import annotations
 
 from fakes import make_plan
-from tests.conftest import both_modes
+from tests.conftest import every_layout
 from tests.flow_runner import ROOT
 
 EXAMPLES = ROOT / "include" / "flows"
@@ -22,7 +22,7 @@ def erp_bodies(erp) -> dict:
     }
 
 
-@both_modes
+@every_layout
 def test_short_style_script_then_jolt_mapping_build_the_erp_body(flows, omnitron, erp_servers, capfd, flow_mode):
     erp = erp_servers["token"]
     omnitron.add_plans([make_plan(1, order_pk=101, order_number="429452907", items=2)])
@@ -47,7 +47,7 @@ def test_short_style_script_then_jolt_mapping_build_the_erp_body(flows, omnitron
         assert output.count("plan 1 · order 429452907: log.transform = plan 1 (web)") == 1, "once in the batch's log"
 
 
-@both_modes
+@every_layout
 def test_an_integrator_nifi_style_script_runs_unchanged(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
     omnitron.add_plans([make_plan(3, order_pk=103, order_number="429452903", plan_type="refund")])
@@ -64,7 +64,7 @@ def test_an_integrator_nifi_style_script_runs_unchanged(flows, omnitron, erp_ser
     assert request.body["currency"] == "TRY"
 
 
-@both_modes
+@every_layout
 def test_a_custom_response_script_decides_from_the_erp_body_and_rejected_count(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
     omnitron.add_plans(
@@ -95,7 +95,7 @@ def test_a_custom_response_script_decides_from_the_erp_body_and_rejected_count(f
     assert run.final(2)["attributes"]["rejected_count"] == "0"
 
 
-@both_modes
+@every_layout
 def test_the_default_response_template_is_used_when_no_script_is_named(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
     omnitron.add_plans([make_plan(1, order_pk=101), make_plan(2, order_pk=102)])
@@ -107,7 +107,7 @@ def test_the_default_response_template_is_used_when_no_script_is_named(flows, om
     assert {pk: row["relation"] for pk, row in run.summary.items()} == {1: "continue", 2: "failure"}
 
 
-@both_modes
+@every_layout
 def test_a_post_script_calls_the_crm_after_the_omnitron_write(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
     omnitron.add_plans([make_plan(1, order_pk=101, order_number="429452901"), make_plan(2, order_pk=102)])
@@ -126,7 +126,7 @@ def test_a_post_script_calls_the_crm_after_the_omnitron_write(flows, omnitron, e
     assert run.summary[1]["omnitron"] == "approved"
 
 
-@both_modes
+@every_layout
 def test_a_script_that_raises_fails_only_its_plan(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
     omnitron.add_plans([make_plan(pk, order_pk=100 + pk) for pk in (1, 2, 3)])
@@ -151,7 +151,7 @@ def test_a_script_that_raises_fails_only_its_plan(flows, omnitron, erp_servers):
     assert error.startswith("transform: KeyError: 'erp_reason_code' (") and error.endswith("scripts/strict.py:4)")
 
 
-@both_modes
+@every_layout
 def test_a_dry_run_records_each_erp_request_and_sends_nothing(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
     omnitron.add_plans([make_plan(1, order_pk=101), make_plan(2, order_pk=102)])

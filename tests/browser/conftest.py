@@ -125,6 +125,13 @@ def browser():
             chromium.close()
 
 
+def pytest_collection_modifyitems(items):
+    """The browser tests share one stack (package fixtures): they run on one xdist worker."""
+    for item in items:
+        if "tests/browser/" in str(item.fspath):
+            item.add_marker(pytest.mark.xdist_group("browser"))
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     report = yield

@@ -43,8 +43,12 @@ def waiting_plans(stack) -> list[dict]:
     )
 
 
-def label(plan: dict) -> str:
-    return f"plan {plan['pk']} · order {plan['order']['number']}"
+def label(plan: dict, outcome: str) -> str:
+    """A plan's instance label, with what became of the plan."""
+    return f"plan {plan['pk']} · order {plan['order']['number']} · {outcome}"
+
+
+FAILED, APPROVED = "failed at Omnitron write", "approved"
 
 
 def run_state_badge(page: Page, run_id: str):
@@ -110,15 +114,16 @@ def test_a_plan_failed_by_omnitron_is_fixed_and_cleared_in_the_ui(browser, page,
         shot(page, "grid-expanded")
         page.locator(f"a[href$='/runs/{run_id}/tasks/plan.write_omnitron/mapped']").click()
         expect(page.get_by_role("heading", name=f"{len(plans)} Task Instances")).to_be_visible()
-        for plan in plans:  # every mapped instance carries its plan's label
-            row = page.get_by_role("row").filter(has=page.get_by_role("link", name=label(plan), exact=True))
+        for plan in plans:  # every mapped instance carries its plan's label, with its outcome
+            outcome = FAILED if plan is failing else APPROVED
+            row = page.get_by_role("row").filter(has=page.get_by_role("link", name=label(plan, outcome), exact=True))
             expect(row).to_contain_text("Failed" if plan is failing else "Success")
         shot(page, "mapped-instances-labelled")
 
         # Fix Omnitron, then clear the failed instance with its downstream tasks.
         ui_stack.fake("DELETE", f"{ui_stack.omnitron}/_fake/faults")
-        page.get_by_role("link", name=label(failing), exact=True).click()
-        expect(page.get_by_role("navigation", name="breadcrumb")).to_contain_text(label(failing))
+        page.get_by_role("link", name=label(failing, FAILED), exact=True).click()
+        expect(page.get_by_role("navigation", name="breadcrumb")).to_contain_text(label(failing, FAILED))
         shot(page, "failed-instance")
         page.get_by_role("button", name="Press shift+c to clear").click()
         dialog = page.get_by_role("dialog")
@@ -141,7 +146,7 @@ def test_a_plan_failed_by_omnitron_is_fixed_and_cleared_in_the_ui(browser, page,
         row = (
             page.get_by_role("row")
             .filter(has_text="plan.write_omnitron")
-            .filter(has=page.get_by_role("link", name=label(failing), exact=True))
+            .filter(has=page.get_by_role("link", name=label(failing, APPROVED), exact=True))
         )
         expect(row).to_contain_text("Success")
         shot(page, "run-success")

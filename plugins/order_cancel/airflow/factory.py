@@ -9,14 +9,17 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable, task_group
 
 from order_cancel.airflow import run_data
+from order_cancel.airflow.labels import BATCH_LABEL, PLAN_LABEL
 from order_cancel.airflow.locations import flows_folder
-from order_cancel.airflow.operators.batch import BATCH_LABEL, ProcessBatchOperator
+from order_cancel.airflow.operators.batch import CollectFailedPlansOperator, ProcessBatchOperator
 from order_cancel.airflow.operators.plan import (
+    PlanOperator,
     PostScriptOperator,
     TransformPlanOperator,
     WriteErpOperator,
@@ -30,7 +33,7 @@ from order_cancel.airflow.operators.run import (
 )
 from order_cancel.flows.checks import inspect_flows
 from order_cancel.flows.loading import FlowConfigError, FlowsFolderError, load_flows
-from order_cancel.flows.models import CancelStatus, FlowConfig
+from order_cancel.flows.models import CancelStatus, FlowConfig, Layout
 from order_cancel.pipeline.plan import Stage
 from order_cancel.pipeline.steps import flow_stages
 
@@ -77,13 +80,23 @@ def build_dag(flow: FlowConfig) -> DAG:
         login = LoginOperator(task_id=run_data.LOGIN_TASK, flow=flow)
         fetch = FetchPlansOperator(task_id=run_data.FETCH_TASK, flow=flow)
 
-        plans, plan_task_ids = (_batch_tasks if flow.batch else _plan_tasks)(flow, fetch)
-        summary = RunSummaryOperator(task_id=run_data.SUMMARY_TASK, flow=flow, plan_task_ids=plan_task_ids)
-        login >> fetch >> plans >> summary
+        plans = _LAYOUTS[flow.layout](flow, fetch)
+        summary = RunSummaryOperator(task_id=run_data.SUMMARY_TASK, flow=flow, plan_task_ids=plans.task_ids)
+        login >> fetch >> plans.first
+        plans.last >> summary
         if flow.get_data.cancel_status is CancelStatus.COMPLETED:
             # A second leaf beside the summary: if it fails, the run fails too.
-            plans >> AdvanceWatermarkOperator(task_id=run_data.WATERMARK_TASK, flow=flow)
+            plans.last >> AdvanceWatermarkOperator(task_id=run_data.WATERMARK_TASK, flow=flow)
     return dag
+
+
+class PlanTasks(NamedTuple):
+    """A layout's plan tasks: the first to run after fetch_plans, the last, and the task ids whose
+    records the summary reads."""
+
+    first: Any
+    last: Any
+    task_ids: list[str]
 
 
 def _erp_limits(flow: FlowConfig) -> dict:
@@ -91,8 +104,8 @@ def _erp_limits(flow: FlowConfig) -> dict:
     return {**limits, "pool": flow.erp.pool} if flow.erp.pool else limits
 
 
-def _plan_tasks(flow: FlowConfig, fetch: FetchPlansOperator):
-    """Per-plan mode: a task group mapped over the plans, one task instance per plan and step."""
+def _per_step_tasks(flow: FlowConfig, fetch: FetchPlansOperator) -> PlanTasks:
+    """A task group mapped over the plans: one task instance per plan and stage."""
 
     @task_group(group_id=run_data.PLAN_GROUP)
     def process_plan(item):
@@ -105,16 +118,34 @@ def _plan_tasks(flow: FlowConfig, fetch: FetchPlansOperator):
             # The post script reads the ERP's request and answer; it runs once Omnitron is written.
             written >> PostScriptOperator(task_id=Stage.POST_SCRIPT.value, flow=flow, step_input=delivered.output)
 
-    return process_plan.expand(item=fetch.output), [run_data.stage_task(stage) for stage in flow_stages(flow)]
+    group = process_plan.expand(item=fetch.output)
+    return PlanTasks(group, group, [run_data.stage_task(stage) for stage in flow_stages(flow)])
 
 
-def _batch_tasks(flow: FlowConfig, fetch: FetchPlansOperator):
-    """High-volume mode: one task instance per batch of plans."""
-    # A mapped operator takes its label template from partial(), not from the operator's __init__.
+def _plan_task(flow: FlowConfig, mapped_over: Any) -> Any:
+    """One task instance per plan, mapped over plan refs (a mapped operator takes its label from partial())."""
+    partial = PlanOperator.partial(
+        task_id=run_data.PLAN_TASK, flow=flow, map_index_template=PLAN_LABEL, **_erp_limits(flow)
+    )
+    return partial.expand(step_input=mapped_over)
+
+
+def _single_tasks(flow: FlowConfig, fetch: FetchPlansOperator) -> PlanTasks:
+    plans = _plan_task(flow, fetch.output)
+    return PlanTasks(plans, plans, [run_data.PLAN_TASK])
+
+
+def _batch_tasks(flow: FlowConfig, fetch: FetchPlansOperator) -> PlanTasks:
+    """One task instance per batch of plans, then one per plan a batch could not finish."""
     batch = ProcessBatchOperator.partial(
         task_id=run_data.BATCH_TASK, flow=flow, map_index_template=BATCH_LABEL, **_erp_limits(flow)
-    )
-    return batch.expand(plan_refs=fetch.output), [run_data.BATCH_TASK]
+    ).expand(plan_refs=fetch.output)
+    failed = CollectFailedPlansOperator(task_id=run_data.FAILED_PLANS_TASK, flow=flow)
+    batch >> failed
+    return PlanTasks(batch, _plan_task(flow, failed.output), [run_data.PLAN_TASK])
+
+
+_LAYOUTS = {Layout.PER_STEP: _per_step_tasks, Layout.SINGLE: _single_tasks, Layout.BATCH: _batch_tasks}
 
 
 def _guarded_build(flow: FlowConfig) -> DAG:

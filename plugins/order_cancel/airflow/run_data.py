@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from airflow.sdk.bases.xcom import BaseXCom
+from pydantic import BaseModel
 
 from order_cancel.pipeline.plan import RECORDS, PlanProgress, PlanRef, Stage, StepRecord, WorkItem
 from order_cancel.pipeline.summary import RunSummary
@@ -36,7 +37,9 @@ from order_cancel.pipeline.summary import RunSummary
 LOGIN_TASK = "login"
 FETCH_TASK = "fetch_plans"
 PLAN_GROUP = "plan"
+PLAN_TASK = "plan"
 BATCH_TASK = "plan_batch"
+FAILED_PLANS_TASK = "failed_plans"
 SUMMARY_TASK = "summary"
 WATERMARK_TASK = "advance_watermark"
 
@@ -44,8 +47,18 @@ RETURN_KEY = BaseXCom.XCOM_RETURN_KEY
 NEXT_WATERMARK_KEY = "next_watermark"
 PLAN_ERROR_KEY = "plan_error"
 SUMMARY_KEY = "plans"
+FAILED_REFS_KEY = "failed_plans"
 _ITEM_KEY = "plan_item.{index}"
 _BATCH_KEY = "plan_batch.{index}"
+_HANDED_OVER_KEY = "handed_over.{plan_pk}"
+
+# Task state store keys (scoped to a task instance, kept across its retries and clears).
+PROGRESS_STATE = "progress"
+BATCH_STATE = "batch"
+# A state value is stored in pieces of at most this many characters of JSON text, so that Airflow's
+# [state_store] max_value_storage_bytes (64 KB by default) is never exceeded once JSON-encoded again.
+_STATE_PIECE = 30_000
+M = TypeVar("M", bound=BaseModel)
 
 
 def watermark_variable(flow_id: str) -> str:
@@ -160,6 +173,58 @@ def pull_batch_records(ti: Any) -> list[StepRecord]:
 
 def _encode_records(records: Sequence[StepRecord]) -> str:
     return encode([record.model_dump(mode="json") for record in records])
+
+
+# -- the one-task-per-plan layout and the batches' failed plans ---------------------------------------
+
+
+def push_hand_over(ti: Any, handed: list[tuple[WorkItem, PlanProgress]]) -> None:
+    """A batch's failed plans, each for the one task instance that continues it."""
+    refs = []
+    for item, progress in handed:
+        key = _HANDED_OVER_KEY.format(plan_pk=item.ref.plan_pk)
+        ti.xcom_push(
+            key=key, value=encode({"item": item.model_dump(mode="json"), "progress": progress.model_dump(mode="json")})
+        )
+        refs.append({"ref": item.ref.model_dump(mode="json"), "batch": ti.map_index})
+    ti.xcom_push(key=FAILED_REFS_KEY, value=refs)
+
+
+def pull_failed_refs(ti: Any) -> list[dict[str, Any]]:
+    """Every batch's failed plans: what the plan task is mapped over in the batch layout."""
+    per_batch = ti.xcom_pull(task_ids=[BATCH_TASK], key=FAILED_REFS_KEY) or []
+    return [ref for refs in per_batch if refs for ref in refs]
+
+
+def pull_hand_over(ti: Any, handed: dict[str, Any]) -> tuple[WorkItem, PlanProgress]:
+    """The work item and progress a batch handed over to this task instance."""
+    key = _HANDED_OVER_KEY.format(plan_pk=handed["ref"]["plan_pk"])
+    stored = decode(ti.xcom_pull(task_ids=BATCH_TASK, key=key, map_indexes=handed["batch"]))
+    return WorkItem.model_validate(stored["item"]), PlanProgress.model_validate(stored["progress"])
+
+
+def save_state(state: Any, key: str, value: BaseModel) -> None:
+    """A model in the task state store, in pieces; its index is written last and names a slot of its
+    own, so that a task lost while saving leaves the previous value whole."""
+    text = value.model_dump_json()
+    if len(text) <= _STATE_PIECE:
+        state.set(key, {"value": text})
+        return
+    previous = state.get(key) or {}
+    slot = 1 - previous.get("slot", 1)
+    pieces = [text[start : start + _STATE_PIECE] for start in range(0, len(text), _STATE_PIECE)]
+    for index, piece in enumerate(pieces):
+        state.set(f"{key}.{slot}.{index}", piece)
+    state.set(key, {"slot": slot, "pieces": len(pieces)})
+
+
+def load_state(state: Any, key: str, model: type[M]) -> M | None:
+    index = state.get(key)
+    if not index:
+        return None
+    if "value" in index:
+        return model.model_validate_json(index["value"])
+    return model.model_validate_json("".join(state.get(f"{key}.{index['slot']}.{n}") for n in range(index["pieces"])))
 
 
 def push_summary(ti: Any, summary: RunSummary) -> None:

@@ -60,6 +60,21 @@ class NextState(StrEnum):
     CONFIRMED = "confirmed"
 
 
+class PlanTasks(StrEnum):
+    """How a plan's work is laid out in tasks (without `batch`)."""
+
+    PER_STEP = "per_step"
+    SINGLE = "single"
+
+
+class Layout(StrEnum):
+    """The task layout of a flow's plans: `plan_tasks`, or batches."""
+
+    PER_STEP = "per_step"
+    SINGLE = "single"
+    BATCH = "batch"
+
+
 class HttpMethod(StrEnum):
     POST = "POST"
     GET = "GET"
@@ -319,6 +334,9 @@ class FlowConfig(_Model):
     """Post Script: runs after an accepted plan's Omnitron write; its output is not used."""
     dry_run: bool = False
     """Fetch and transform the real plans, record each ERP request, send and write nothing."""
+    plan_tasks: PlanTasks | None = None
+    """per_step (the default): a task instance per plan and step; single: one task instance per plan
+    that runs all of its steps. Not with `batch`, whose failed plans continue in one task each."""
     batch: BatchSettings | None = None
     alarms: AlarmSettings | None = None
 
@@ -332,7 +350,17 @@ class FlowConfig(_Model):
                 f"get_data.max_plans_per_run: {self.get_data.max_plans_per_run} plans make {tasks} mapped tasks, more "
                 f"than Airflow's max_map_length ({MAX_PLANS_PER_RUN_LIMIT}); lower it or use a larger batch.size"
             )
+        if self.batch and self.plan_tasks:
+            raise ValueError(
+                "plan_tasks: does not apply with batch: a batch's failed plans always continue in one task each"
+            )
         return self
+
+    @property
+    def layout(self) -> Layout:
+        if self.batch:
+            return Layout.BATCH
+        return Layout.SINGLE if self.plan_tasks is PlanTasks.SINGLE else Layout.PER_STEP
 
     # Set by the loader, not by users: where the file is, for messages.
     _source: Path | None = PrivateAttr(default=None)

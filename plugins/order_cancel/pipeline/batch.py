@@ -35,9 +35,11 @@ def batches(items: list[T], size: int) -> list[list[T]]:
 
 
 class BatchCheckpoint(BaseModel):
-    """Each plan's progress by plan pk (a JSON object key, so a string)."""
+    """Each plan's progress by plan pk (a JSON object key, so a string); `finished` once the batch
+    has run both phases (its failed plans then continue elsewhere)."""
 
     plans: dict[str, PlanProgress] = Field(default_factory=dict)
+    finished: bool = False
 
 
 class ThreadClients:

@@ -351,15 +351,24 @@ class PlanPipeline:
         return None
 
     def advance(
-        self, item: WorkItem, progress: PlanProgress, clients: PlanClients, *, until: Stage | None = None
+        self,
+        item: WorkItem,
+        progress: PlanProgress,
+        clients: PlanClients,
+        *,
+        until: Stage | None = None,
+        after_stage: Callable[[Stage, PlanProgress], None] | None = None,
     ) -> PlanProgress:
-        """Runs the plan's stages from where it stands, up to `until` (included), or until one fails."""
+        """Runs the plan's stages from where it stands, up to `until` (included), or until one fails;
+        `after_stage` sees the progress after each stage (to keep it)."""
         start = self.next_stage(progress)
         if start is None:
             return progress
         for stage in self.stages[self.stages.index(start) :]:
             done = len(progress.records)
             progress = self.run_stage(stage, progress, clients, item)
+            if after_stage is not None:
+                after_stage(stage, progress)
             if any(record.failed for record in progress.records[done:]) or stage is until:
                 break
         return progress
@@ -372,10 +381,11 @@ def _needed(item: WorkItem | None, stage: Stage) -> WorkItem:
 
 
 def omnitron_write(flow: FlowConfig, delivery: ErpRecord) -> tuple[str, Callable[[OmnitronClient], Written] | None]:
-    """What a relation means for Omnitron: the outcome in words, and the write to make (if any)."""
+    """What a relation means for Omnitron: the outcome in words (a short phrase, then its reason in
+    parentheses where it needs one), and the write to make (if any)."""
     ref, status = delivery.ref, flow.get_data.cancel_status
     if delivery.relation == DRY_RUN:
-        return "dry run: nothing written", None
+        return "dry run (nothing written)", None
     relation = Relation(str(delivery.relation))
     if relation is Relation.CONTINUE:
         if status is CancelStatus.ORDER_TRANSACTION:
@@ -394,7 +404,7 @@ def omnitron_write(flow: FlowConfig, delivery: ErpRecord) -> tuple[str, Callable
     if relation is Relation.FAILURE and status.writes_status:
         return "rejected", lambda omnitron: omnitron.reject(ref.plan_pk)
     if relation is Relation.FAILURE and status is CancelStatus.ORDER_TRANSACTION:
-        return "refused by the ERP: the transaction stays unmapped and is retried by the next run", None
+        return "refused by the ERP (the transaction stays unmapped and is retried by the next run)", None
     if relation is Relation.FAILURE:
         return "refused by the ERP (completed flow: nothing written)", None
     if status is CancelStatus.COMPLETED:

@@ -6,7 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from order_cancel.pipeline.plan import PlanProgress, PlanRef, Step, StepRecord
+from order_cancel.pipeline.plan import ErpRecord, PlanProgress, PlanRef, Step, StepRecord
+from order_cancel.pipeline.steps import DRY_RUN
+from order_cancel.runtime.evaluation import Relation
 
 COLUMNS = ("plan", "order", "relation", "omnitron", "error")
 
@@ -33,6 +35,36 @@ class RunSummary:
 
 
 _STEP_ORDER = {step: index for index, step in enumerate(Step)}
+STEP_NAMES = {
+    Step.SCRIPT: "script",
+    Step.MAPPING: "mapping",
+    Step.WRITE_ERP: "ERP write",
+    Step.WRITE_OMNITRON: "Omnitron write",
+    Step.POST_SCRIPT: "post script",
+}
+
+
+def outcome(progress: PlanProgress) -> str:
+    """What became of a plan so far, in a few words: "rejected", "failed at Omnitron write",
+    "left for a later run (ERP 503)". The task labels show it."""
+    failure, delivery, written = progress.failure, progress.delivery, progress.written
+    if failure is not None:
+        return f"failed at {STEP_NAMES[failure.step]}"
+    if delivery is None:  # only the transform ran (a flow without script and mapping has no record of it)
+        return "transformed"
+    if delivery.relation == DRY_RUN:
+        return "dry run"
+    if delivery.relation == Relation.DO_NOTHING:
+        return f"left for a later run ({_unanswered(delivery)})"
+    if written is None:
+        return "accepted by the ERP" if delivery.relation == Relation.CONTINUE else "refused by the ERP"
+    return written.outcome.split(" (", 1)[0]
+
+
+def _unanswered(delivery: ErpRecord) -> str:
+    if delivery.status_code in (401, 403):
+        return f"the ERP refused authentication {delivery.sends} times"
+    return f"ERP {delivery.status_code if delivery.status_code is not None else delivery.no_answer}"
 
 
 def progress_by_plan(refs: list[PlanRef], records: Sequence[StepRecord]) -> dict[Any, PlanProgress]:

@@ -1,30 +1,28 @@
-"""High-volume mode: one mapped task instance per batch of plans (see `pipeline.batch`)."""
+"""High-volume mode: one mapped task instance per batch of plans (see `pipeline.batch`), and the
+failed plans of the batches, each continued in a task instance of its own.
+
+A batch does not fail for its plans: a plan that ended in an error is handed over to the `plan`
+task (mapped over `failed_plans`), which runs its remaining steps from where the batch left it,
+fails alone, and is retried or cleared alone. The batch keeps its checkpoint in the task state
+store: a batch whose worker was lost resumes every plan where it stood, and a batch cleared after
+it finished runs nothing again (its failed plans belong to their own tasks).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import Variable
-from airflow.sdk.exceptions import AirflowException
-
 from order_cancel.airflow import run_data
+from order_cancel.airflow.labels import show_batch_outcome
 from order_cancel.airflow.operators.base import FlowOperator, long_lived_objects_frozen
-from order_cancel.pipeline.batch import BatchCheckpoint, BatchRunner
-
-BATCH_LABEL = (
-    "plans {{ task.plan_refs[0].ref.plan_pk }}–{{ task.plan_refs[-1].ref.plan_pk }} ({{ task.plan_refs | length }})"
-)
+from order_cancel.flows.models import MAX_PLANS_PER_RUN_LIMIT
+from order_cancel.pipeline.batch import BatchCheckpoint, BatchPlan, BatchRunner
 
 
 class ProcessBatchOperator(FlowOperator):
-    """Every stage of a batch of plans, the plans processed concurrently.
-
-    Each plan keeps its own records, relation, error and log lines (prefixed with the plan and its
-    order). A batch with a failed plan fails after the others are done; its retry (or a clear) runs
-    only the failed plans again, from the batch's checkpoint, kept in a Variable because Airflow
-    clears a task's XComs on every try.
-    """
+    """Every stage of a batch of plans, the plans processed concurrently; each keeps its own records,
+    relation, error and log lines (prefixed with the plan and its order)."""
 
     template_fields: Sequence[str] = ("plan_refs",)
 
@@ -34,21 +32,46 @@ class ProcessBatchOperator(FlowOperator):
 
     @long_lived_objects_frozen()
     def run(self, context: Any) -> None:
-        ti = context["ti"]
+        ti, state = context["ti"], context["task_state_store"]
         assert self.flow.batch is not None
-        runner = BatchRunner(self.pipeline(context), self.plan_clients(context), self.flow.batch.concurrency)
-        key = run_data.batch_checkpoint_variable(self.flow.flow_id, context["run_id"], ti.map_index)
-        # A first try has no checkpoint to read (its key names the run and the batch); a retry or a
-        # cleared batch (Airflow counts a clear as a new try) has one if an earlier try left one.
-        stored = Variable.get(key, default=None) if ti.try_number > 1 else None
-        checkpoint = BatchCheckpoint.model_validate_json(stored) if stored else BatchCheckpoint()
-        plans = runner.run(
-            run_data.pull_batch(ti), checkpoint, save=lambda done: Variable.set(key, done.model_dump_json())
-        )
+        # A first try has nothing stored; a lost worker's retry, or a clear, may.
+        stored = run_data.load_state(state, run_data.BATCH_STATE, BatchCheckpoint) if ti.try_number > 1 else None
+        checkpoint = stored or BatchCheckpoint()
+        items = run_data.pull_batch(ti)
+        if checkpoint.finished:
+            self.log.info("This batch finished in an earlier try: nothing runs again")
+            plans = [BatchPlan(checkpoint.plans[str(item.ref.plan_pk)], []) for item in items]
+        else:
+            runner = BatchRunner(self.pipeline(context), self.plan_clients(context), self.flow.batch.concurrency)
+            plans = runner.run(
+                items, checkpoint, save=lambda done: run_data.save_state(state, run_data.BATCH_STATE, done)
+            )
+            done = {str(plan.progress.ref.plan_pk): plan.progress for plan in plans}
+            run_data.save_state(state, run_data.BATCH_STATE, BatchCheckpoint(plans=done, finished=True))
         for plan in plans:
             self.log_plan(plan.progress, plan.fresh, prefix=f"{plan.progress.ref.label}: ")
         run_data.push_batch(ti, [plan.progress for plan in plans])
-        failed = [plan for plan in plans if plan.progress.failure]
+        failed = [(item, plan.progress) for item, plan in zip(items, plans, strict=True) if plan.progress.failure]
+        run_data.push_hand_over(ti, failed)
+        show_batch_outcome(context, [plan.progress for plan in plans])
         if failed:
-            raise AirflowException(f"{len(failed)} of {len(plans)} plans of this batch failed; a retry runs only them")
-        Variable.delete(key)
+            self.log.warning("%d of %d plans failed; each continues in a plan task of its own", len(failed), len(plans))
+
+
+class CollectFailedPlansOperator(FlowOperator):
+    """The batches' failed plans, for the `plan` task to be mapped over (none: no plan task runs)."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(trigger_rule="all_done", **kwargs)
+
+    def run(self, context: Any) -> list[dict[str, Any]]:
+        failed = run_data.pull_failed_refs(context["ti"])
+        if len(failed) > MAX_PLANS_PER_RUN_LIMIT:
+            self.log.error(
+                "%d plans failed; the first %d continue in their own tasks, the others stay failed in their "
+                "batches (Airflow's max_map_length)",
+                len(failed),
+                MAX_PLANS_PER_RUN_LIMIT,
+            )
+        self.log.info("%d failed plans continue in tasks of their own", min(len(failed), MAX_PLANS_PER_RUN_LIMIT))
+        return failed[:MAX_PLANS_PER_RUN_LIMIT]

@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundExceptio
 from order_cancel.airflow import run_data
 from order_cancel.airflow.operators.base import FlowOperator, is_dry_run, long_lived_objects_frozen
 from order_cancel.airflow.rest_api import AIRFLOW_API_CONN_ID, AirflowApi
-from order_cancel.flows.models import AlarmSettings, CancelStatus
+from order_cancel.flows.models import AlarmSettings, CancelStatus, Layout
 from order_cancel.pipeline.batch import batches
 from order_cancel.pipeline.fetch import fetch_work_items
 from order_cancel.pipeline.report import RunReport, crossed, recent_run_times
@@ -123,10 +123,9 @@ class RunSummaryOperator(FlowOperator):
         refs = run_data.fetched_refs(ti)
         if refs is None:
             raise AirflowFailException("no plans were fetched: the login or fetch_plans task did not succeed")
-        if self.flow.batch:
-            records = run_data.pull_batch_records(ti)
-        else:
-            records = run_data.pull_stage_records(ti, self.plan_task_ids)
+        records = run_data.pull_stage_records(ti, self.plan_task_ids)
+        if self.flow.layout is Layout.BATCH:
+            records = run_data.pull_batch_records(ti) + records
         summary = summarize(refs, records)
         for line in summary.lines():
             self.log.info("%s", line)
