@@ -155,6 +155,23 @@ def goal_section(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def single_goal_section(rows: list[dict[str, Any]]) -> list[str]:
+    rows = [row for row in rows if "vs_per_step" in row]
+    return [
+        line
+        for row in rows
+        for line in (
+            "",
+            f"The one-task-per-plan layout against the issue's goals for {row['plans']} plans, measured in this run:",
+            "",
+            f"- {seconds(row['run_s'])} s, {row['vs_per_step']:.2f}x the per-step layout's "
+            f"{seconds(row['per_step_s'])} s (goal: at most 0.45x)",
+            f"- {ratio(row['vs_noop'])} its no-op floor of one mapped task per plan, {seconds(row['noop_s'])} s "
+            f"(goal: within 1.2x): {'met' if row['single_goal_met'] else 'not met'}",
+        )
+    ]
+
+
 def transform_section(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
@@ -184,6 +201,7 @@ def markdown(results: dict[str, Any]) -> str:
         *runs_section(results["runs"], results["skipped"]),
         *tasks_section(results["runs"]),
         *goal_section(results["runs"]),
+        *single_goal_section(results["runs"]),
         *marginal_section(results["marginal"]),
         *transform_section(results["runs"]),
     ]

@@ -67,7 +67,8 @@ class Mode:
 
 
 MODES = (
-    Mode("per-plan"),
+    Mode("per-step"),
+    Mode("single", {"plan_tasks": "single"}, needs_field="plan_tasks"),
     # The flow file's defaults (size 250, concurrency 8), then other batch sizes for the largest run.
     Mode("batch", {"batch": {}}, needs_field="batch", min_plans=100),
     *(

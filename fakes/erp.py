@@ -3,7 +3,9 @@
 A real ERP is whatever the customer runs, so the fake has no fixed API: every path and method is
 recorded and answered ``201 {"id": "ERP-<n>", "status": "accepted"}`` unless a test scripted another
 answer with ``respond``. Auth follows the flow's ERP login types: token (an Integrator-style login
-call), basic, a static header, or none.
+call), basic, a static header, or none. It honours ``Idempotency-Key`` (a repeated key gets its first
+booking back) unless told not to, as ERPs that ignore the header do; ``GET <path>/<id>`` (a query
+check) answers the booking of the plan whose ``cancellationId`` (or ``pk``) is ``<id>``, else 404.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ AUTH_MODES = ("none", "token", "basic", "header")
 
 
 CRM_PREFIX = "/api/crm/"
+# Write paths whose `<path>/<id>` answers a query check (GET) with the booking of plan <id>.
+LOOKUP_PATHS = ("/api/cancellations", "/api/refunds")
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
@@ -46,6 +50,7 @@ class FakeErp(FakeServer):
         login_path: str = "/api/auth/login",
         token_max_uses: int | None = None,
         log_requests: bool = False,
+        honour_idempotency: bool = True,
     ):
         if auth not in AUTH_MODES:
             raise ValueError(f"auth must be one of {AUTH_MODES}, not {auth!r}")
@@ -56,10 +61,15 @@ class FakeErp(FakeServer):
         self.tokens = TokenStore("erp", token_max_uses)
         self._responses = RuleList()
         self._accepted = 0
+        self.honour_idempotency = honour_idempotency
         self.bookings: dict[str, dict] = {}
+        # Every booking, in order, with what it booked (an ERP that ignores the key books a resend again).
+        self.booked: list[dict] = []
         self.control_routes.add("POST", "/_fake/responses", lambda r: self._done(self.respond, r.body))
         self.control_routes.add("DELETE", "/_fake/responses", lambda r: self._done(self.clear_responses))
         self.control_routes.add("GET", "/_fake/bookings", self._control_bookings)
+        self.control_routes.add("GET", "/_fake/booked", lambda r: Reply(200, self.booked_bodies()))
+        self.control_routes.add("POST", "/_fake/idempotency", lambda r: self._done(self.set_idempotency, r.body))
 
     # --- scripting -------------------------------------------------------------------------------
 
@@ -76,14 +86,16 @@ class FakeErp(FakeServer):
         delay: float = 0.0,
         times: int | None = None,
         drop_connection: bool = False,
+        book: bool = False,
     ) -> None:
         """Answer requests that match with this; newest rule first, ``times=None`` = forever.
 
         ``match``: top-level fields that must be equal, compared as strings, in the JSON body, or in
         the query parameters when the body is not a JSON object (GET). ``path``: a regex that must
-        match the whole path (a plain path works). ``method``: optional.
+        match the whole path (a plain path works). ``method``: optional. ``book``: book the request
+        first, as if the ERP had accepted it and then lost its answer (with ``delay``: a timeout).
         """
-        reply = Reply(status, body, raw_body, headers, delay, drop_connection)
+        reply = Reply(status, body, raw_body, headers, delay, drop_connection, book)
         self._responses.add(Rule(_matcher(match, path, method), reply, times))
 
     def clear_responses(self) -> None:
@@ -92,6 +104,14 @@ class FakeErp(FakeServer):
     def clear_bookings(self) -> None:
         with self._lock:
             self.bookings.clear()
+            self.booked.clear()
+
+    def set_idempotency(self, honour: bool) -> None:
+        self.honour_idempotency = bool(honour)
+
+    def booked_bodies(self) -> list[Any]:
+        with self._lock:
+            return [entry["body"] for entry in self.booked]
 
     def expire_tokens(self) -> None:
         self.tokens.expire_all()
@@ -109,17 +129,39 @@ class FakeErp(FakeServer):
         # The CRM webhook that post scripts call stands beside the ERP and needs no ERP credentials.
         if not request.path.startswith(CRM_PREFIX) and not self._authorized(request):
             return _unauthorized()
-        return self._responses.take(request) or self._accept(request.headers.get(IDEMPOTENCY_HEADER))
+        scripted = self._responses.take(request)
+        if scripted is not None and not scripted.book:
+            return scripted
+        if request.method == "GET" and (found := self._lookup(request.path)) is not None:
+            return found
+        accepted = self._accept(request)
+        return scripted or accepted
 
-    def _accept(self, idempotency_key: str | None) -> Reply:
-        """Book the request; a repeated Idempotency-Key gets the first booking back, not a new one."""
+    def _lookup(self, path: str) -> Reply | None:
+        """A query check, ``GET <write path>/<id>``: the booking of the plan whose cancellationId (or
+        pk) is <id>, or 404; None for any other path."""
+        parent, _, plan_id = path.rstrip("/").rpartition("/")
+        if parent not in LOOKUP_PATHS:
+            return None
         with self._lock:
-            if idempotency_key in self.bookings:
-                return Reply(200, self.bookings[idempotency_key], headers={"Idempotent-Replayed": "true"})
+            for entry in self.booked:
+                body = entry["body"] if isinstance(entry["body"], dict) else {}
+                if entry["path"] == parent and plan_id in (_text(body.get("cancellationId")), _text(body.get("pk"))):
+                    return Reply(200, entry["booking"])
+        return Reply(404, {"detail": "not found"})
+
+    def _accept(self, request: RecordedRequest) -> Reply:
+        """Book the request; a repeated Idempotency-Key gets the first booking back, not a new one
+        (unless the fake ignores the header, as some ERPs do)."""
+        key = request.headers.get(IDEMPOTENCY_HEADER)
+        with self._lock:
+            if self.honour_idempotency and key in self.bookings:
+                return Reply(200, self.bookings[key], headers={"Idempotent-Replayed": "true"})
             self._accepted += 1
             booking = {"id": f"ERP-{self._accepted}", "status": "accepted"}
-            if idempotency_key:
-                self.bookings[idempotency_key] = booking
+            if key:
+                self.bookings.setdefault(key, booking)
+            self.booked.append({"key": key, "booking": booking, "body": request.body, "path": request.path})
             return Reply(201, booking)
 
     def _login(self, request: RecordedRequest) -> Reply:

@@ -63,6 +63,8 @@ class Reply:
     headers: dict[str, str] | None = None
     delay: float = 0.0
     drop_connection: bool = False
+    # The fake ERP books the request before it sends this reply (an answer lost after the booking).
+    book: bool = False
 
     def payload(self) -> bytes:
         if self.raw_body is not None:

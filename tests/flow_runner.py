@@ -239,6 +239,14 @@ def variable(key: str) -> str | None:
         return row.val if row else None
 
 
+def variable_keys() -> list[str]:
+    from airflow.models.variable import Variable
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return sorted(key for (key,) in session.query(Variable.key))
+
+
 def delete_variables() -> None:
     from airflow.models.variable import Variable
     from airflow.utils.session import create_session

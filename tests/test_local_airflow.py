@@ -31,8 +31,8 @@ import yaml
 from devtools.airflow_env import ROOT
 from devtools.stack import ADMIN_PASSWORD, ADMIN_USER, free_ports, marked_processes, port_listening
 
-# The tests share one stack (a module fixture): they run on one xdist worker, in this order.
-pytestmark = pytest.mark.xdist_group("local_airflow")
+# The tests share one stack (a module fixture): on one xdist worker, in this order.
+pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("local_airflow")]
 
 DAG_ID = "acme_confirmed_refunds"
 LABEL = re.compile(r"^plan \d+ · order \d+ · .+$")

@@ -126,9 +126,10 @@ def browser():
 
 
 def pytest_collection_modifyitems(items):
-    """The browser tests share one stack (package fixtures): they run on one xdist worker."""
+    """The browser tests start a stack (package fixtures, shared: on one xdist worker)."""
     for item in items:
         if "tests/browser/" in str(item.fspath):
+            item.add_marker(pytest.mark.stack)
             item.add_marker(pytest.mark.xdist_group("browser"))
 
 

@@ -31,8 +31,8 @@ from devtools.stack import command_line, free_ports, port_listening
 from devtools.stack_client import AirflowRest, FakesClient
 from fakes.data import make_plan
 
-# The tests share one stack (a module fixture): they run on one xdist worker.
-pytestmark = pytest.mark.xdist_group("celery_stack")
+# The tests share one stack (a module fixture): on one xdist worker.
+pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("celery_stack")]
 
 HEARTBEAT_TIMEOUT = 10
 QUEUED_TIMEOUT = 30

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pendulum
-from airflow.sdk import DAG, CronDataIntervalTimetable, task_group
+from airflow.sdk import DAG, CronDataIntervalTimetable, get_parsing_context, task_group
 
 from order_cancel.airflow import run_data
 from order_cancel.airflow.labels import BATCH_LABEL, PLAN_LABEL
@@ -165,8 +165,10 @@ def build_dags(folder: Path | None = None) -> dict[str, DAG]:
     except FlowsFolderError as exc:
         log.error("No order cancel flows: %s", exc)
         return {}
+    # A task's process parses the DAG file for its own DAG only: build that one alone.
+    wanted = get_parsing_context().dag_id
     dags = {}
-    for flow in flows:
+    for flow in (flow for flow in flows if wanted in (None, flow.flow_id)):
         if flow.effective_schedule.note:
             log.warning("%s: schedule: %s", flow.source, flow.effective_schedule.note)
         try:

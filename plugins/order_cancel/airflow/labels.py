@@ -1,9 +1,9 @@
 """The labels of the plan tasks' mapped instances in the grid: who the plan is, and once its task ran,
 what became of it (`plan 4 · order 429453004 · rejected`).
 
-Airflow renders a task's `map_index_template` before `execute` and again after it (on success and
-on failure), with the task's context: the operator puts the outcome in the context under
-`OUTCOME`, and the template shows it when it is there.
+Airflow renders a task's `map_index_template` before `execute` (so that a running plan is found by
+its label) and again after it, on success and on failure, with the task's context: the operator puts
+the outcome in the context under `OUTCOME`, and the template shows it once it is there.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from order_cancel.pipeline.plan import PlanProgress
 from order_cancel.pipeline.summary import outcome
 
 OUTCOME = "plan_outcome"
+BATCH_OUTCOME = "batch_outcome"
 PLAN_LABEL = (
     "plan {{ task.step_input.ref.plan_pk }} · order {{ task.step_input.ref.order_number }}"
     "{% if " + OUTCOME + " is defined %} · {{ " + OUTCOME + " }}{% endif %}"
 )
 BATCH_LABEL = (
     "plans {{ task.plan_refs[0].ref.plan_pk }}–{{ task.plan_refs[-1].ref.plan_pk }} ({{ task.plan_refs | length }})"
-    "{% if " + OUTCOME + " is defined %} · {{ " + OUTCOME + " }}{% endif %}"
+    "{% if " + BATCH_OUTCOME + " is defined %} · {{ " + BATCH_OUTCOME + " }}{% endif %}"
 )
 
 
@@ -31,4 +32,4 @@ def show_outcome(context: Any, progress: PlanProgress) -> None:
 def show_batch_outcome(context: Any, plans: list[PlanProgress]) -> None:
     failed = sum(1 for progress in plans if progress.failure)
     if failed:
-        context[OUTCOME] = f"{failed} failed, each continued in its own plan task"
+        context[BATCH_OUTCOME] = f"{failed} failed, each continued in its own plan task"

@@ -4,18 +4,21 @@ Task ids of a flow's DAG, and its XComs (Airflow clears a task instance's XComs 
 
 * `fetch_plans`: its return value is what the plan tasks are mapped over, the plans' refs (one per
   plan, or a list per batch), because Airflow loads that whole list to resolve a mapped argument;
-  each whole work item waits under a key of its own, `plan_item.<i>` (or the batch's `plan_batch.<i>`),
-  for its task instance alone; `next_watermark` is where a completed flow's watermark moves.
-* a per-step plan task returns `{"ref": <the plan's ref>, "records": <its step records>}`; the ref
-  stays structured for the task's label, the records travel as JSON text; a failed one pushes its
-  failed record under `plan_error`.
-* `plan_batch` returns its plans' progress (JSON text), pushed also when the batch fails.
+  the whole work items wait under keys of their own, 50 a key (`plan_items.<i>`; a batch's under
+  `plan_batch.<i>`), so that a plan or batch task reads its own part only; `next_watermark` is
+  where a completed flow's watermark moves.
+* a plan task (per step, or one per plan) returns `{"ref": <the plan's ref>, "records": <the step
+  records it added>}`; the ref stays structured for the task's label; a failed one pushes its
+  records under `plan_error`.
+* `plan_batch` returns its plans' progress; its failed plans' refs are under `failed_plans`, and each
+  failed plan's work item and progress under `handed_over.<plan pk>`, for its own `plan` task.
 * `summary` pushes the run's rows under `plans`.
 
+The task state store (kept across a task instance's retries and clears): a one-task-per-plan
+instance's `progress`, a batch's checkpoint `batch`.
+
 Airflow Variables, per flow: `order_cancel.<flow_id>.completed_watermark` (a completed flow's
-watermark), `order_cancel.<flow_id>.run_seconds` (the latest run times, for the alarms), and a
-batch's checkpoint `order_cancel.<flow_id>.batch_checkpoint.<run_id>.<batch index>` while the batch
-has failed plans.
+watermark) and `order_cancel.<flow_id>.run_seconds` (the latest run times, for the alarms).
 
 Values that hold plans travel as JSON text: pushing or pulling a structured value, Airflow walks
 every nested object (serialization, secrets masking), which for hundreds of plans costs more than
@@ -48,7 +51,10 @@ NEXT_WATERMARK_KEY = "next_watermark"
 PLAN_ERROR_KEY = "plan_error"
 SUMMARY_KEY = "plans"
 FAILED_REFS_KEY = "failed_plans"
-_ITEM_KEY = "plan_item.{index}"
+_ITEMS_KEY = "plan_items.{index}"
+# Plans per `plan_items.<i>` key: one XCom per plan cost fetch_plans a write each; one for all would
+# make every plan task read them all.
+ITEMS_PER_KEY = 50
 _BATCH_KEY = "plan_batch.{index}"
 _HANDED_OVER_KEY = "handed_over.{plan_pk}"
 
@@ -67,10 +73,6 @@ def watermark_variable(flow_id: str) -> str:
 
 def run_seconds_variable(flow_id: str) -> str:
     return f"order_cancel.{flow_id}.run_seconds"
-
-
-def batch_checkpoint_variable(flow_id: str, run_id: str, batch_index: int) -> str:
-    return f"order_cancel.{flow_id}.batch_checkpoint.{run_id}.{batch_index}"
 
 
 def stage_task(stage: Stage) -> str:
@@ -92,12 +94,16 @@ def decode(text: str | None) -> Any:
 def push_work(ti: Any, items: list[WorkItem], batches: list[list[WorkItem]] | None) -> list[Any]:
     """Stores the work items for their task instances; answers the list to map the plan tasks over."""
     if batches is None:
-        for index, item in enumerate(items):
-            ti.xcom_push(key=_ITEM_KEY.format(index=index), value=item.model_dump_json())
+        for index, start in enumerate(range(0, len(items), ITEMS_PER_KEY)):
+            ti.xcom_push(key=_ITEMS_KEY.format(index=index), value=_encode_items(items[start : start + ITEMS_PER_KEY]))
         return [_mapped_ref(item) for item in items]
     for index, batch in enumerate(batches):
-        ti.xcom_push(key=_BATCH_KEY.format(index=index), value=encode([item.model_dump(mode="json") for item in batch]))
+        ti.xcom_push(key=_BATCH_KEY.format(index=index), value=_encode_items(batch))
     return [[_mapped_ref(item) for item in batch] for batch in batches]
+
+
+def _encode_items(items: list[WorkItem]) -> str:
+    return encode([item.model_dump(mode="json") for item in items])
 
 
 def _mapped_ref(item: WorkItem) -> dict[str, Any]:
@@ -106,7 +112,9 @@ def _mapped_ref(item: WorkItem) -> dict[str, Any]:
 
 def pull_item(ti: Any) -> WorkItem:
     """This per-plan task instance's work item."""
-    return WorkItem.model_validate_json(ti.xcom_pull(task_ids=FETCH_TASK, key=_ITEM_KEY.format(index=ti.map_index)))
+    chunk, position = divmod(ti.map_index, ITEMS_PER_KEY)
+    stored = decode(ti.xcom_pull(task_ids=FETCH_TASK, key=_ITEMS_KEY.format(index=chunk)))
+    return WorkItem.model_validate(stored[position])
 
 
 def pull_batch(ti: Any) -> list[WorkItem]:

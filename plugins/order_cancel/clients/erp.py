@@ -8,11 +8,14 @@ data for the response evaluation, which decides the plan's relation.
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
 
 import requests
+import urllib3
 
 from order_cancel.clients.http import HttpSession, failure, shown_url
 from order_cancel.clients.tokens import TokenStore
@@ -36,13 +39,23 @@ class ErpLoginRefused(ErpLoginError):
 
 @dataclass(frozen=True)
 class ErpAnswer:
-    """What the ERP answered to one write; status_code is None when no answer came (timeout, refused)."""
+    """What the ERP answered to one request; status_code is None when no answer came (timeout,
+    refused). The rest is what NiFi's InvokeHTTP records of a request (see runtime.invokehttp)."""
 
     status_code: int | None
     text: str = ""
     headers: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    """No answer: "timeout", or the exception's class name."""
     truncated: bool = False
+    reason: str = ""
+    """The status line's reason phrase ("Unprocessable Entity")."""
+    request_url: str = ""
+    response_url: str = ""
+    duration_ms: int = 0
+    tx_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    exception: tuple[str, str] | None = None
+    """No answer: the exception's class and message."""
 
     def body(self) -> Any:
         """The answer as JSON where it is JSON, else as text."""
@@ -144,25 +157,48 @@ class ErpClient:
 
     def send(self, method: str, path_or_url: str, body: Any, headers: dict[str, str] | None = None) -> ErpAnswer:
         """Send one plan; the credentials are added here and nowhere else."""
-        request = self.request_for(method, path_or_url, body, headers or {})
+        return self._exchange(self.request_for(method, path_or_url, body, headers or {}))
+
+    def query(self, method: str, path_or_url: str) -> ErpAnswer:
+        """Ask the ERP about a plan (a query check): no body."""
+        return self._exchange({"method": method, "url": self.url(path_or_url), "headers": {}})
+
+    def _exchange(self, request: dict[str, Any]) -> ErpAnswer:
         request["headers"].update(self.auth_headers())
+        url, tx_id, started = _full_url(request), str(uuid.uuid4()), time.monotonic()
         try:
             response = self.session.request(auth=self._basic_auth, timeout=self.timeout, stream=True, **request)
-        except requests.Timeout:
-            return ErpAnswer(status_code=None, error="timeout")
-        except requests.RequestException as exc:
-            return ErpAnswer(status_code=None, error=f"{type(exc).__name__}")
-        with response:
-            try:
+            with response:
                 raw = response.raw.read(MAX_ANSWER_BYTES + 1, decode_content=True)
-            except (requests.RequestException, OSError) as exc:
-                return ErpAnswer(status_code=None, error=f"answer not read: {type(exc).__name__}")
+        except requests.Timeout as exc:
+            return ErpAnswer(None, error="timeout", exception=_described(exc), request_url=url, tx_id=tx_id)
+        except requests.RequestException as exc:
+            return ErpAnswer(None, error=type(exc).__name__, exception=_described(exc), request_url=url, tx_id=tx_id)
+        except (OSError, urllib3.exceptions.HTTPError) as exc:  # the answer broke off while it was read
+            error = f"answer not read: {type(exc).__name__}"
+            return ErpAnswer(None, error=error, exception=_described(exc), request_url=url, tx_id=tx_id)
         return ErpAnswer(
             status_code=response.status_code,
             text=raw[:MAX_ANSWER_BYTES].decode(response.encoding or "utf-8", errors="replace"),
             headers=dict(response.headers),
             truncated=len(raw) > MAX_ANSWER_BYTES,
+            reason=response.reason or "",
+            request_url=url,
+            response_url=response.url,
+            duration_ms=round(1000 * (time.monotonic() - started)),
+            tx_id=tx_id,
         )
+
+
+def _full_url(request: dict[str, Any]) -> str:
+    """The URL as sent, query parameters included."""
+    return (
+        requests.Request(method=request["method"], url=request["url"], params=request.get("params")).prepare().url or ""
+    )
+
+
+def _described(exc: BaseException) -> tuple[str, str]:
+    return type(exc).__name__, str(exc)
 
 
 def _prefixed(prefix: str | None, token: str) -> str:

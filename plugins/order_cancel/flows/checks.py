@@ -1,6 +1,6 @@
 """Deep checks of flow files: what loading a flow leaves to run time.
 
-Loading (config.load_flows) checks the schema and that referenced files exist. These checks also
+Loading (flows.loading) checks the schema and that referenced files exist. These checks also
 compile the scripts and build the Jolt chain, so a syntax error or a bad spec shows up before a DAG
 runs. Problems are reported as FlowConfigError, one `<field>: <message>` line each, like loading's.
 """
@@ -39,9 +39,11 @@ def _mapping_problem(mapping: Path | list | dict) -> str | None:
 
 def check_flow(flow: FlowConfig) -> list[str]:
     """The problems of a loaded flow that only compiling its scripts and building its mapping find."""
+    check = flow.write_erp.query_check
     scripts = {
         "script": flow.script,
         "write_erp.response_script": flow.write_erp.response_script,
+        "write_erp.query_check.script": check.script if check else None,
         "post_script": flow.post_script,
     }
     problems = [

@@ -7,6 +7,7 @@ fields may be added, never renamed. The models also give the flow file's JSON Sc
 from __future__ import annotations
 
 import datetime as dt
+import string
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -243,6 +244,40 @@ Method = Annotated[
 ]
 
 
+class QueryCheckSettings(_Model):
+    """Ask the ERP whether it already has a plan before sending it (Akinon's Order Flow "query check"):
+    for an ERP that ignores Idempotency-Key, a plan whose answer was lost is then not booked twice."""
+
+    url: str = Field(min_length=1)
+    """Absolute, or relative to the ERP connection's host; the plan's fields in str.format style:
+    {pk}, {order[number]}."""
+    method: Method = HttpMethod.GET
+    found_status: list[int] | None = None
+    """The answers that mean "the ERP already has this plan" (default [200])."""
+    script: FlowFile | None = None
+    """Instead of found_status: a response-style script that sets relation continue (already there)
+    or anything else (send it)."""
+
+    @field_validator("url")
+    @classmethod
+    def _a_format_template(cls, value: str) -> str:
+        try:
+            list(string.Formatter().parse(value))
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a str.format template ({exc}); write fields as {{pk}}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_decide(self) -> QueryCheckSettings:
+        if self.script is not None and self.found_status is not None:
+            raise ValueError("give found_status or script, not both")
+        return self
+
+    @property
+    def found(self) -> list[int]:
+        return self.found_status if self.found_status is not None else [200]
+
+
 class WriteErpSettings(_Model):
     """Write Data to ERP."""
 
@@ -254,6 +289,8 @@ class WriteErpSettings(_Model):
     """true = a response script decides each plan's relation; false = the default table."""
     response_script: FlowFile | None = None
     """The response script (default: the Integrator's default template)."""
+    query_check: QueryCheckSettings | None = None
+    """Ask the ERP before sending whether it already has the plan."""
 
 
 class WriteOmnitronSettings(_Model):

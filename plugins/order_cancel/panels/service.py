@@ -101,9 +101,18 @@ def describe_flow(flow: FlowConfig) -> dict[str, Any]:
         "mapping": mapping,
         "response": response_script_name(flow) or "default table",
         "post_script": _relative(flow, flow.post_script),
+        "query_check": _query_check_name(flow),
         "attributes": dict(flow.attributes),
         "script_timeout_seconds": min(flow.script_timeout_seconds, PANEL_SCRIPT_TIMEOUT),
     }
+
+
+def _query_check_name(flow: FlowConfig) -> str | None:
+    check = flow.write_erp.query_check
+    if check is None:
+        return None
+    decides = f"script {_relative(flow, check.script)}" if check.script else f"found: {check.found}"
+    return f"{check.method.value} {check.url} ({decides})"
 
 
 def list_flows(folder: Path | None = None) -> dict[str, Any]:
@@ -210,12 +219,14 @@ def try_flow(
             "method": flow.write_erp.method.value,
             "url": flow.write_erp.url,  # as the flow file names it (relative to the ERP connection's host)
             "idempotency_key": item.ref.idempotency_key(flow.flow_id),
+            **({"query_check": _query_check_name(flow)} if flow.write_erp.query_check else {}),
         },
     )
     if erp_status is None:
         result["response"]["skipped"] = "no ERP status code given"
         return result
-    return _show_response(result, pipeline, ErpAnswer(status_code=int(erp_status), text=_answer_text(erp_body)), extra)
+    answer = ErpAnswer(status_code=int(erp_status), text=_answer_text(erp_body), request_url=flow.write_erp.url)
+    return _show_response(result, pipeline, answer, extra)
 
 
 def _nothing_ran(flow: FlowConfig, timeout: float) -> dict[str, Any]:

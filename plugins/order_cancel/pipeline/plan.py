@@ -141,6 +141,8 @@ class ErpRecord(StepRecord):
     no_answer: str | None = None
     """Why no answer came: timeout, ConnectionError, ..."""
     sends: int = 0
+    query_check: dict[str, Any] | None = None
+    """The query check made before sending: {"method", "url", "status_code", "found"} (found None: no decision)."""
 
     def said(self) -> str | None:
         answer = self.status_code if self.status_code is not None else self.no_answer

@@ -38,6 +38,7 @@ from order_cancel.runtime.evaluation import (
     EvaluationError,
     Relation,
     ResponseEvaluator,
+    default_relation,
     default_response_script,
 )
 from order_cancel.runtime.jolt import JoltMapping, MappingError, load_spec_file
@@ -149,6 +150,8 @@ class PlanPipeline:
     timeout: float
     """The time limit of each script run."""
     dry_run: bool = False
+    check_evaluator: ResponseEvaluator | None = None
+    """The query check's script (relation continue: the ERP has the plan), when it has one."""
 
     @classmethod
     def build(cls, flow: FlowConfig, *, dry_run: bool = False, script_timeout: float | None = None) -> PlanPipeline:
@@ -159,6 +162,7 @@ class PlanPipeline:
         if flow.write_erp.custom_response:
             path = flow.write_erp.response_script
             response_script = Script.from_file(path) if path else default_response_script()
+        check = flow.write_erp.query_check
         return cls(
             flow=flow,
             script=Script.from_file(flow.script) if flow.script else None,
@@ -167,6 +171,9 @@ class PlanPipeline:
             post_script=Script.from_file(flow.post_script) if flow.post_script else None,
             timeout=timeout,
             dry_run=dry_run,
+            check_evaluator=ResponseEvaluator(Script.from_file(check.script), timeout)
+            if check and check.script
+            else None,
         )
 
     # -- Script Step and Mapping Step ---------------------------------------------------------
@@ -218,18 +225,68 @@ class PlanPipeline:
         return Evaluation(relation, evaluated, logs)
 
     def deliver(
-        self, erp: ErpClient, ref: PlanRef, body: Any, attributes: dict[str, str], rejected_count: Callable[[], int]
+        self,
+        erp: ErpClient,
+        ref: PlanRef,
+        body: Any,
+        attributes: dict[str, str],
+        rejected_count: Callable[[], int],
+        plan: dict[str, Any] | None = None,
     ) -> ErpRecord:
-        """Send the body; on auth_fail log in again and resend, at most erp.max_auth_retries times."""
+        """Send the body; on auth_fail log in again and resend, at most erp.max_auth_retries times.
+        With a query check, the ERP is asked first whether it has the plan (`plan`: its fields)."""
         key = ref.idempotency_key(self.flow.flow_id)
-        send = self._dry_delivery if self.dry_run else self._delivery
-        return _recorded(
-            Step.WRITE_ERP,
-            ref,
-            attributes,
-            lambda: send(erp, body, dict(attributes), key, rejected_count),
-            idempotency_key=key,
-        )
+
+        def send() -> dict[str, Any]:
+            if self.dry_run:
+                return self._dry_delivery(erp, body, key)
+            if self.flow.write_erp.query_check is None:
+                return self._delivery(erp, body, dict(attributes), key, rejected_count)
+            asked, decided = self._query_check(erp, plan or {}, dict(attributes))
+            if decided is not None:  # nothing is sent: the record keeps the request it would have been
+                return {**decided, "request": self._request(erp, body, key), "query_check": asked}
+            return {**self._delivery(erp, body, dict(attributes), key, rejected_count), "query_check": asked}
+
+        return _recorded(Step.WRITE_ERP, ref, attributes, send, idempotency_key=key)
+
+    def _query_check(
+        self, erp: ErpClient, plan: dict[str, Any], attributes: dict[str, str]
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """What the query check asked and learnt, and the record's fields when that decides the plan:
+        accepted (the ERP has it; not sent again) or left for a later run (no answer, 5xx: never sent
+        blind). None: send the plan."""
+        settings = self.flow.write_erp.query_check
+        assert settings is not None
+        for attempt in range(self.flow.erp.max_auth_retries + 1):
+            if attempt:
+                erp.login()
+            answer = erp.query(settings.method.value, _plan_url(settings.url, plan))
+            if answer.status_code not in (401, 403):
+                break
+        asked = {"method": settings.method.value, "url": answer.request_url, "status_code": answer.status_code}
+        fields = {"status_code": answer.status_code, "response_data": answer.body(), "no_answer": answer.error}
+        if default_relation(answer.status_code) in (Relation.DO_NOTHING, Relation.AUTH_FAIL):
+            why = answer.error or f"HTTP {answer.status_code}"
+            logs = [("warning", f"the query check got no decision ({why}): the plan is left for a later run")]
+            return {**asked, "found": None}, {**fields, "relation": Relation.DO_NOTHING.value, "logs": logs}
+        found, evaluated, logs = self._found(answer, attributes)
+        if not found:
+            return {**asked, "found": False}, None
+        logs = [
+            *logs,
+            ("info", f"the ERP already has this plan ({asked['url']}: {answer.status_code}): not sent again"),
+        ]
+        accepted = {"relation": Relation.CONTINUE.value, "attributes": {**evaluated, RELATION_ATTRIBUTE: "continue"}}
+        return {**asked, "found": True}, {**fields, **accepted, "logs": logs}
+
+    def _found(self, answer: ErpAnswer, attributes: dict[str, str]) -> tuple[bool, dict[str, str], list[LogLine]]:
+        """The query check's answer read by its script (relation continue), else by its found_status."""
+        settings = self.flow.write_erp.query_check
+        assert settings is not None
+        if self.check_evaluator is None:
+            return answer.status_code in settings.found, attributes, []
+        evaluation = self.check_evaluator.evaluate(answer, None, attributes)
+        return evaluation[0] is Relation.CONTINUE, evaluation[1], evaluation[2]
 
     def _request(self, erp: ErpClient, body: Any, key: str) -> dict[str, Any]:
         settings = self.flow.write_erp
@@ -269,9 +326,7 @@ class PlanPipeline:
             "logs": logs,
         }
 
-    def _dry_delivery(
-        self, erp: ErpClient, body: Any, attributes: dict[str, str], key: str, rejected_count: Callable[[], int]
-    ) -> dict[str, Any]:
+    def _dry_delivery(self, erp: ErpClient, body: Any, key: str) -> dict[str, Any]:
         request = self._request(erp, body, key)
         return {
             "relation": DRY_RUN,
@@ -330,7 +385,8 @@ class PlanPipeline:
             # A flow with neither script nor mapping has no transform record: the plan's own attributes.
             attributes = progress.attributes if progress.records else plan_attributes(self.flow, _needed(item, stage))
             body = self.body(progress, item)
-            return progress.add(self.deliver(clients.erp(), ref, body, attributes, rejected_count))
+            plan = item.plan if item else None
+            return progress.add(self.deliver(clients.erp(), ref, body, attributes, rejected_count, plan))
         delivery = progress.delivery
         if delivery is None:
             raise ValueError(f"{ref.label}: {stage.value} needs the ERP's decision first")
@@ -372,6 +428,16 @@ class PlanPipeline:
             if any(record.failed for record in progress.records[done:]) or stage is until:
                 break
         return progress
+
+
+def _plan_url(template: str, plan: dict[str, Any]) -> str:
+    """A query check's URL: the plan's fields in str.format style ({pk}, {order[number]})."""
+    try:
+        return template.format_map(plan)
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        raise PlanDataError(
+            f"write_erp.query_check.url {template!r} names what the plan does not have: {exc!r}", {}, []
+        ) from None
 
 
 def _needed(item: WorkItem | None, stage: Stage) -> WorkItem:

@@ -11,9 +11,9 @@ from importlib import resources
 from typing import Any
 
 from order_cancel.clients.erp import ErpAnswer
+from order_cancel.runtime.invokehttp import invokehttp_attributes
 from order_cancel.runtime.scripts import Script
 
-STATUS_CODE_ATTRIBUTE = "invokehttp.status.code"
 RELATION_ATTRIBUTE = "relation"
 # How many rejected plans the order has: the flow asks Omnitron, for response scripts only.
 REJECTED_COUNT_ATTRIBUTE = "rejected_count"
@@ -84,9 +84,7 @@ class ResponseEvaluator:
         self, answer: ErpAnswer, request_data: Any, attributes: dict[str, str]
     ) -> tuple[Relation, dict[str, str], list[tuple[str, str]]]:
         """The relation, the attributes after evaluation, and what the script logged."""
-        attributes = dict(attributes)
-        if answer.status_code is not None:
-            attributes[STATUS_CODE_ATTRIBUTE] = str(answer.status_code)
+        attributes = {**attributes, **invokehttp_attributes(answer)}
         # As with NiFi's InvokeHTTP, a request that got no answer never reaches the response
         # script: it is left for a later run.
         if self.script is None or answer.status_code is None:
