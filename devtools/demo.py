@@ -90,6 +90,19 @@ def print_report(outcomes: list[tuple[str, str, list[dict]]], omnitron) -> None:
         print(f"{dag_id}: run {state}, {len(rows)} plan(s)")
 
 
+def print_ledger() -> None:
+    from order_cancel.ledger.location import from_environment
+    from order_cancel.ledger.store import Ledger, Search
+
+    settings = from_environment()
+    attempts = Ledger.open(settings.url.render_as_string()).find(Search(limit=None))
+    print(f"Plan ledger (every attempt at every plan): {settings.url.database}, {len(attempts)} attempt(s)")
+    print(
+        "A plan's history, e.g. the one the ERP was down for:\n"
+        f"  AIRFLOW_HOME={DEMO_HOME.relative_to(ROOT)} .venv/bin/python -m order_cancel history --order 429453011"
+    )
+
+
 def main() -> int:
     prepare_airflow()
     omnitron, erp = start_fakes()
@@ -99,6 +112,7 @@ def main() -> int:
         crm_calls = [request for request in erp.requests if request.path == "/api/crm/notify"]
         print(f"CRM notifications sent by the post script: {len(crm_calls)}")
         print(f"Airflow home of this demo (SQLite, logs): {DEMO_HOME}")
+        print_ledger()
     finally:
         omnitron.stop()
         erp.stop()

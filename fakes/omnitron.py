@@ -145,6 +145,7 @@ class FakeOmnitron(FakeServer):
             "channel_type": equals(lambda p: self.channels.get(p["order"]["channel"])),
             "channel_id__in": int_in("channel_id__in", lambda p: p["order"]["channel"]),
             "order_id": int_equals("order_id", lambda p: p["order"]["pk"]),
+            "pk__in": int_in("pk__in", lambda p: p["pk"]),
             **date_filters("modified_date", lambda p: p["modified_date"]),
         }
         with self._lock:  # held while filtering: the channel filters read self.orders

@@ -7,6 +7,7 @@ imports it.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -24,6 +25,7 @@ os.environ["ORDER_CANCEL_FLOWS_DIR"] = str(AIRFLOW_HOME / "no-flows")
 from fakes import FakeErp, FakeOmnitron  # noqa: E402
 from tests.flow_runner import FlowRunner, delete_variables  # noqa: E402
 
+LEDGER_ENV = "AIRFLOW_CONN_ORDER_CANCEL_LEDGER"
 OMNITRON_USER, OMNITRON_PASSWORD = "omnitron", "omnitron-pass"
 ERP_USER, ERP_PASSWORD, ERP_STATIC_TOKEN = "erp", "erp-pass", "static-secret"
 
@@ -102,6 +104,8 @@ def flows(airflow_db, omnitron, erp_servers, tmp_path, monkeypatch, flow_mode) -
         # A permanent-token ERP ("header" login) reads its token from the connection's password.
         password = ERP_STATIC_TOKEN if auth == "header" else ERP_PASSWORD
         monkeypatch.setenv(f"AIRFLOW_CONN_ERP_{auth.upper()}", connection_json(server.url, ERP_USER, password))
+    # The plan ledger of this test alone (SQLite).
+    monkeypatch.setenv(LEDGER_ENV, json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "ledger.db")}))
     folder = tmp_path / "flows"
     folder.mkdir()
     monkeypatch.setenv("ORDER_CANCEL_FLOWS_DIR", str(folder))

@@ -130,6 +130,14 @@ class FlowRunner:
         path.write_text(text, encoding="utf-8")
         return path
 
+    def ledger(self, **search: Any) -> list[Any]:
+        """The plan ledger's attempts (see conftest: each test has a ledger of its own), oldest first."""
+        from order_cancel.ledger.location import from_environment
+        from order_cancel.ledger.store import Ledger, Search
+
+        ledger = Ledger.open(from_environment().url.render_as_string(hide_password=False))
+        return ledger.find(Search(limit=None, **search))
+
     def dagbag(self):
         from airflow.dag_processing.dagbag import DagBag
 

@@ -15,9 +15,9 @@ import pytest
 from tests.flow_runner import ROOT
 
 PACKAGE = ROOT / "plugins" / "order_cancel"
-# The only code of the package that may import Airflow: its adapters, and the panels' web app
-# (which runs inside Airflow's api-server).
-ADAPTERS = (PACKAGE / "airflow", PACKAGE / "panels" / "app.py")
+# The only code of the package that may import Airflow: its adapters, and the pages' web apps
+# (which run inside Airflow's api-server).
+ADAPTERS = (PACKAGE / "airflow", PACKAGE / "panels" / "app.py", PACKAGE / "ledger_page" / "app.py")
 MAX_FUNCTION_LINES = 60
 CHECKED = ["plugins", "dags", "fakes", "devtools", "bench", "tests"]
 
@@ -39,7 +39,7 @@ def imported_modules(path: Path) -> set[str]:
 def reaches_airflow(module: str) -> bool:
     """Airflow itself (or the api-server's FastAPI), or an adapter module of the package."""
     return module.split(".")[0] in ("airflow", "fastapi") or module.startswith(
-        ("order_cancel.airflow", "order_cancel.panels.app")
+        ("order_cancel.airflow", "order_cancel.panels.app", "order_cancel.ledger_page.app")
     )
 
 

@@ -339,7 +339,8 @@ def panels_client(airflow_db, tmp_path, monkeypatch):
 
     plugin = order_cancel_panels.OrderCancelPanelsPlugin
     root = FastAPI()
-    root.mount(plugin.fastapi_apps[0]["url_prefix"], order_cancel_panels._AppOnFirstRequest())
+    for app in plugin.fastapi_apps:  # apps of their own: each test has its own auth manager
+        root.mount(app["url_prefix"], order_cancel_panels._AppOnFirstRequest(app["app"]._module))
     client = TestClient(root)
     client.tokens = {
         name: auth_manager.generate_jwt(SimpleAuthManagerUser(username=name, role=name)) for name in ("admin", "viewer")
@@ -365,12 +366,18 @@ def test_the_plugin_mounts_the_app_and_shows_the_page_in_the_ui_nav():
     import order_cancel_panels
 
     plugin = order_cancel_panels.OrderCancelPanelsPlugin
-    assert plugin.fastapi_apps == [
-        {"app": plugin.fastapi_apps[0]["app"], "url_prefix": PREFIX, "name": "Order cancel test panels"}
+    assert [(app["url_prefix"], app["name"]) for app in plugin.fastapi_apps] == [
+        (PREFIX, "Order cancel test panels"),
+        ("/order-cancel-plans", "Order cancel plans"),
     ]
-    (view,) = plugin.external_views
-    assert view["href"] == "order-cancel-panels/" and view["destination"] == "nav"
-    assert view["url_route"] == "order-cancel-panels" and view["category"] == "browse"
+    panels, plans, tab = plugin.external_views
+    assert panels["href"] == "order-cancel-panels/" and panels["destination"] == "nav"
+    assert panels["url_route"] == "order-cancel-panels" and panels["category"] == "browse"
+    assert plans["href"] == "order-cancel-plans/" and plans["destination"] == "nav"
+    assert tab["destination"] == "task_instance" and tab["name"] == "Plan history"
+    assert tab["href"] == (
+        "order-cancel-plans/?dag_id={DAG_ID}&run_id={RUN_ID}&task_id={TASK_ID}&map_index={MAP_INDEX}"
+    )
 
 
 def test_anonymous_calls_are_refused(panels_client):

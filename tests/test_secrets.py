@@ -1,6 +1,6 @@
 """Secrets stay in Airflow connections: after runs that log in to both sides (and one that fails to),
-no password or token appears in the task logs, XComs, rendered fields, exception messages or anywhere
-else in the metadata database."""
+no password or token appears in the task logs, XComs, rendered fields, exception messages, anywhere
+else in the metadata database, or in the plan ledger."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import sqlite3
 from pathlib import Path
 
 from fakes import make_plan
-from tests.conftest import ERP_PASSWORD, OMNITRON_PASSWORD
+from tests.conftest import ERP_PASSWORD, LEDGER_ENV, OMNITRON_PASSWORD
 
 # The fakes issue tokens as "<kind>-<n>-<24 hex digits>".
 TOKEN = re.compile(r"(omnitron|erp)-\d+-[0-9a-f]{24}")
 
 
-def metadata_database_text() -> str:
-    connection = sqlite3.connect(Path(os.environ["AIRFLOW_HOME"]) / "airflow.db")
+def database_text(path: Path) -> str:
+    connection = sqlite3.connect(path)
     try:
         return "\n".join(connection.iterdump())
     finally:
@@ -49,8 +49,12 @@ def test_no_password_or_token_is_left_anywhere(flows, omnitron, erp_servers, cap
     places = {
         "task logs and console": output.out + output.err,
         "log files": airflow_log_files_text(),
-        "metadata database (XCom, rendered fields, task instances, ...)": metadata_database_text(),
+        "metadata database (XCom, rendered fields, task instances, ...)": database_text(
+            Path(os.environ["AIRFLOW_HOME"]) / "airflow.db"
+        ),
+        "plan ledger": database_text(Path(json.loads(os.environ[LEDGER_ENV])["host"])),
     }
+    assert "429452102" in places["plan ledger"], "the ledger holds the run's plans"
     assert "refused the credentials of user 'omnitron'" in places["task logs and console"], "the login error is clear"
     for place, text in places.items():
         for secret in (OMNITRON_PASSWORD, ERP_PASSWORD):
@@ -62,7 +66,7 @@ def test_no_password_or_token_is_left_anywhere(flows, omnitron, erp_servers, cap
 def test_tls_verification_is_on_unless_the_connection_turns_it_off():
     from types import SimpleNamespace
 
-    from order_cancel.airflow.hooks import base_url, tls_verify
+    from order_cancel.clients.connection import base_url, tls_verify
 
     def conn(extra, **fields):
         defaults = {

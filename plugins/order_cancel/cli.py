@@ -1,4 +1,5 @@
-"""`python -m order_cancel`: check flow files, and try scripts and Jolt specs, without Airflow.
+"""`python -m order_cancel`: check flow files, try scripts and Jolt specs, and read the plan ledger,
+without Airflow.
 
 Exit codes: 0 success; 1 what was checked or tried failed (a flow file has problems, the script
 raised, the mapping failed); 2 nothing could be tried (bad arguments, a missing or unreadable file,
@@ -8,15 +9,27 @@ input that is not JSON, a script that is not valid Python).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
+
+from order_cancel.clients.connection import ConnectionFields, base_url, env_variable, tls_verify
+from order_cancel.clients.omnitron import OmnitronClient
+from order_cancel.clients.tokens import TokenStore
 from order_cancel.flows.checks import inspect_flows
 from order_cancel.flows.loading import flow_files, flows_dir
-from order_cancel.flows.models import json_schema
+from order_cancel.flows.models import FlowConfig, json_schema
+from order_cancel.ledger.history import as_json, histories, timeline_lines
+from order_cancel.ledger.location import LedgerSettings, from_environment
+from order_cancel.ledger.reconcile import reconcile_flow
+from order_cancel.ledger.store import Ledger, Search
 from order_cancel.panels.service import PanelInputError, UnknownFlow, find_flow, try_flow
+from order_cancel.pipeline.watermark import parse_time
 from order_cancel.runtime.jolt import JoltMapping, MappingError, load_spec_file
 from order_cancel.runtime.scripts import DEFAULT_TIMEOUT, Script, ScriptFailed, ScriptSyntaxError
 
@@ -57,6 +70,22 @@ def _positive_seconds(text: str) -> float:
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
     return seconds
+
+
+_RELATIVE = re.compile(r"(\d+)([mhd])")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+
+
+def _moment(text: str) -> dt.datetime:
+    """An ISO-8601 time, or a time ago: 30m, 6h, 7d."""
+    relative = _RELATIVE.fullmatch(text.strip())
+    if relative:
+        ago = dt.timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
+        return dt.datetime.now(dt.UTC) - ago
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO-8601 time or 30m / 6h / 7d, got {text!r}") from None
 
 
 # -- Helpers -------------------------------------------------------------------------------------
@@ -172,6 +201,61 @@ def _try_flow(args: argparse.Namespace) -> int:
     return 0 if result["failed_step"] is None else 1
 
 
+def _open_ledger(args: argparse.Namespace) -> tuple[Ledger, LedgerSettings]:
+    settings = LedgerSettings(make_url(args.ledger), origin="--ledger") if args.ledger else from_environment()
+    database = settings.url.database
+    if settings.url.get_backend_name() == "sqlite" and database and not Path(database).is_file():
+        raise UsageError(
+            f"no ledger at {database} ({settings.origin}): run a flow first, or name the ledger with --ledger URL "
+            f"or {env_variable('order_cancel_ledger')}"
+        )
+    return Ledger.open(settings.url.render_as_string(hide_password=False)), settings
+
+
+def _history(args: argparse.Namespace) -> int:
+    ledger, settings = _open_ledger(args)
+    flows = [args.flow] if args.flow else None
+    search = Search(order_number=args.order, plan_pk=args.plan, flow_ids=flows, since=args.since, limit=args.limit)
+    found = histories(ledger.find(search))
+    if args.failed:
+        found = [history for history in found if history.standing.failed]
+    if args.json:
+        print(as_json([attempt for history in found for attempt in history.attempts]))
+    else:
+        print("\n".join(timeline_lines(found)).rstrip())
+    print(f"{len(found)} plan(s) in the ledger {settings.shown}", file=sys.stderr)
+    return 0
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    try:
+        flow = find_flow(args.flow, args.flows_dir or flows_dir())
+    except UnknownFlow as exc:
+        raise UsageError(str(exc)) from None
+    ledger, settings = _open_ledger(args)
+    checked, found = reconcile_flow(ledger, _omnitron(flow), flow, args.since, dt.datetime.now(dt.UTC))
+    for discrepancy in found:
+        print(discrepancy.line())
+    print(f"{flow.flow_id}: {len(found)} discrepancy(ies) in {checked} plan(s) of the ledger {settings.shown}")
+    return 1 if found else 0
+
+
+def _omnitron(flow: FlowConfig) -> OmnitronClient:
+    """Omnitron, through the flow's connection as Airflow reads it from the environment."""
+    conn_id = flow.omnitron.conn_id
+    conn = ConnectionFields.from_env(conn_id)
+    if conn is None:
+        raise UsageError(f"connection {conn_id!r} is not set: export {env_variable(conn_id)} as for Airflow")
+    return OmnitronClient(
+        base_url(conn),
+        conn.login or "",
+        conn.password or "",
+        tokens=TokenStore(),
+        timeout=flow.omnitron.timeout_seconds,
+        verify=tls_verify(conn),
+    )
+
+
 def _schema(args: argparse.Namespace) -> int:
     _print_json(json_schema())
     return 0
@@ -248,10 +332,45 @@ def _add_schema(commands: Any) -> None:
     commands.add_parser("schema", help=help_text).set_defaults(handler=_schema)
 
 
+LEDGER_HELP = "a SQLAlchemy URL; default: $AIRFLOW_CONN_ORDER_CANCEL_LEDGER, else $AIRFLOW_HOME/order_cancel_ledger.db"
+SINCE_HELP = "attempts from this time on: ISO-8601, or 30m / 6h / 7d ago"
+
+
+def _add_history(commands: Any) -> None:
+    command = commands.add_parser("history", help="a plan's attempts across runs, from the plan ledger")
+    command.add_argument("--order", metavar="NUMBER", help="the order number")
+    command.add_argument("--plan", type=int, metavar="PK", help="the cancellation plan's pk")
+    command.add_argument("--flow", metavar="FLOW_ID", help="one flow only")
+    command.add_argument("--failed", action="store_true", help="only plans whose latest attempt failed")
+    command.add_argument("--since", type=_moment, metavar="TIME", help=SINCE_HELP)
+    command.add_argument("--limit", type=int, default=500, metavar="N", help="the newest N attempts (default 500)")
+    command.add_argument("--json", action="store_true", help="the attempts as JSON")
+    command.add_argument("--ledger", metavar="URL", help=LEDGER_HELP)
+    command.set_defaults(handler=_history)
+
+
+def _add_reconcile(commands: Any) -> None:
+    command = commands.add_parser("reconcile", help="compare the plan ledger with Omnitron; exit 1 on any discrepancy")
+    command.add_argument("--flow", required=True, metavar="FLOW_ID")
+    command.add_argument("--since", type=_moment, metavar="TIME", help=SINCE_HELP)
+    command.add_argument("--flows-dir", type=Path, metavar="FLOWS_DIR", help=FLOWS_DIR_HELP)
+    command.add_argument("--ledger", metavar="URL", help=LEDGER_HELP)
+    command.set_defaults(handler=_reconcile)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m order_cancel", description=(__doc__ or "").splitlines()[0])
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
-    for add in (_add_validate, _add_test_script, _add_try_flow, _add_test_mapping, _add_schema):
+    commands_added = (
+        _add_validate,
+        _add_test_script,
+        _add_try_flow,
+        _add_test_mapping,
+        _add_schema,
+        _add_history,
+        _add_reconcile,
+    )
+    for add in commands_added:
         add(commands)
     return parser
 

@@ -86,7 +86,9 @@ def build_dag(flow: FlowConfig) -> DAG:
         plans.last >> summary
         if flow.get_data.cancel_status is CancelStatus.COMPLETED:
             # A second leaf beside the summary: if it fails, the run fails too.
-            plans.last >> AdvanceWatermarkOperator(task_id=run_data.WATERMARK_TASK, flow=flow)
+            plans.last >> AdvanceWatermarkOperator(
+                task_id=run_data.WATERMARK_TASK, flow=flow, plan_task_ids=plans.task_ids
+            )
     return dag
 
 

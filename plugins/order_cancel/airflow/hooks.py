@@ -12,38 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from airflow.sdk import BaseHook
 
+from order_cancel.clients.connection import base_url, tls_verify
 from order_cancel.clients.erp import ErpClient
 from order_cancel.clients.omnitron import OmnitronClient
 from order_cancel.clients.tokens import TokenStore
 from order_cancel.flows.models import BasicLogin, HeaderLogin, TokenLogin
-
-
-class ConnectionSettingsError(ValueError):
-    """A connection that cannot work as set (no host): a retry cannot mend it."""
-
-
-def base_url(conn: Any) -> str:
-    host = (conn.host or "").strip()
-    if not host:
-        raise ConnectionSettingsError(f"connection {conn.conn_id!r} has no host (the Omnitron or ERP base URL)")
-    if "://" not in host:
-        scheme = conn.schema or ("https" if conn.conn_type == "https" else "http")
-        host = f"{scheme}://{host}"
-    parts = urlsplit(host)
-    if conn.port and parts.port is None:
-        parts = parts._replace(netloc=f"{parts.netloc}:{conn.port}")
-    return urlunsplit(parts).rstrip("/") + "/"
-
-
-def tls_verify(conn: Any) -> bool | str:
-    verify = conn.extra_dejson.get("verify", True)
-    if isinstance(verify, str) and verify.lower() in ("false", "0", "no"):
-        return False
-    return verify
 
 
 class _ClientHook(BaseHook):

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import requests
 
-from order_cancel.airflow.hooks import base_url
+from order_cancel.clients.connection import base_url
 
 AIRFLOW_API_CONN_ID = "airflow_api"
 

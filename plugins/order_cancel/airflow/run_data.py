@@ -179,6 +179,12 @@ def pull_batch_records(ti: Any) -> list[StepRecord]:
     ]
 
 
+def run_records(ti: Any, plan_task_ids: list[str], *, batches: bool) -> list[StepRecord]:
+    """Every step record of a run's plans: its plan tasks' and, in the batch layout, its batches'."""
+    records = pull_stage_records(ti, plan_task_ids)
+    return pull_batch_records(ti) + records if batches else records
+
+
 def _encode_records(records: Sequence[StepRecord]) -> str:
     return encode([record.model_dump(mode="json") for record in records])
 

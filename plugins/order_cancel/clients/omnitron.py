@@ -62,9 +62,13 @@ class PlanQuery:
     order_id: int | None = None
     modified_from: str | None = None
     modified_until: str | None = None
+    # Plans by pk (`pk__in`, assumed: a django-filter "in" filter like channel_id__in).
+    plan_pks: tuple[int, ...] = ()
 
     def params(self) -> dict[str, str]:
         params = {}
+        if self.plan_pks:
+            params["pk__in"] = ",".join(str(pk) for pk in self.plan_pks)
         if self.channel_type:
             params["channel_type"] = self.channel_type
         if self.status:

@@ -177,6 +177,9 @@ class GetDataSettings(_Model):
     """Omnitron's page size (`limit`)."""
     max_plans_per_run: int = Field(default=500, ge=1, le=100_000)
     """At most this many plans per run; the rest wait for the next run."""
+    retry_pending_for: dt.timedelta = Field(default=dt.timedelta(days=1), ge=dt.timedelta(0))
+    """Completed flows: how long a plan the ERP could not decide on (do_nothing) is fetched again by
+    the following runs ("P1D", "PT6H" or seconds; 0: never, as the Integrator)."""
 
 
 class TokenLogin(_Model):

@@ -4,12 +4,9 @@
     GET  <prefix>/api/flows                the flows of the flows folder that the user may read
     POST <prefix>/api/flows/{dag_id}/try   panels.service.try_flow on one plan
 
-Authentication and authorization are Airflow's own FastAPI dependencies
-(airflow.api_fastapi.core_api.security): `get_user` takes the JWT from an `Authorization: Bearer`
-header (REST clients, POST /auth/token) or from the `_token` cookie the Airflow UI sets at login (the
-page runs in an iframe of the UI, same origin), and answers 401 without a token, 403 for an invalid
-one. Reading a flow needs what reading its DAG needs; trying a flow runs the flow's scripts, so it
-needs what triggering a run of its DAG needs (`requires_access_dag("POST", DagAccessEntity.RUN)`).
+Authentication and authorization are Airflow's own (see `order_cancel.airflow.web`). Reading a flow
+needs what reading its DAG needs; trying a flow runs the flow's scripts, so it needs what triggering
+a run of its DAG needs (`requires_access_dag("POST", DagAccessEntity.RUN)`).
 The request brings data only: the flow is looked up by id in the flows folder, and only its own
 scripts and Jolt spec run.
 
@@ -20,18 +17,16 @@ plugins) do not pay for it.
 
 from __future__ import annotations
 
-import functools
-from importlib import resources
 from typing import Any
 
 from airflow.api_fastapi.app import get_auth_manager
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, status
-from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from order_cancel.airflow import web
 from order_cancel.airflow.locations import flows_folder
 from order_cancel.panels import service as panels
 
@@ -61,24 +56,9 @@ def _small_request(request: Request) -> None:
 router = APIRouter()
 
 
-@functools.cache
-def _page() -> str:
-    return resources.files(__package__).joinpath(PAGE).read_text(encoding="utf-8")
-
-
-async def _login_first(request: Request, exc: Exception) -> Response:
-    """A browser that opens the page without a session goes to Airflow's login and comes back."""
-    assert isinstance(exc, HTTPException)
-    root = request.scope.get("root_path", "").rstrip("/")
-    wants_page = request.method == "GET" and request.url.path.rstrip("/") == root
-    if wants_page and exc.status_code in (401, 403) and "text/html" in request.headers.get("accept", ""):
-        return RedirectResponse(get_auth_manager().get_url_login(next_url=f"{root}/"), status.HTTP_303_SEE_OTHER)
-    return await http_exception_handler(request, exc)
-
-
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 def show_page(user: GetUserDep) -> HTMLResponse:
-    return HTMLResponse(_page(), headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+    return web.page(__package__, PAGE)
 
 
 @router.get("/api/flows")
@@ -120,13 +100,4 @@ def try_flow(dag_id: str, body: TryRequest) -> dict[str, Any]:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(
-        title="Order cancel test panels",
-        description=(__doc__ or "").splitlines()[0],
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-    )
-    app.add_exception_handler(HTTPException, _login_first)
-    app.include_router(router)
-    return app
+    return web.create_app("Order cancel test panels", router)

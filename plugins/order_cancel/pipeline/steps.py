@@ -473,7 +473,7 @@ def omnitron_write(flow: FlowConfig, delivery: ErpRecord) -> tuple[str, Callable
         return "refused by the ERP (the transaction stays unmapped and is retried by the next run)", None
     if relation is Relation.FAILURE:
         return "refused by the ERP (completed flow: nothing written)", None
-    if status is CancelStatus.COMPLETED:
+    if status is CancelStatus.COMPLETED and not flow.get_data.retry_pending_for:
         return "untouched (completed flow: clear its write_erp task to send it again)", None
     return "untouched (retried by a later run)", None
 

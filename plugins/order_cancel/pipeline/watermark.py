@@ -6,6 +6,11 @@ already taken at exactly that date, so plans that share a date are neither taken
 when a page or the per-run cap falls between them. The Airflow adapters keep it in a Variable per
 flow and move it at the end of a scheduled (or plain manual) run, over every plan the run fetched.
 
+A completed plan the ERP could not decide on (`do_nothing`: the ERP was down, the request timed
+out) is behind the watermark once its run ends. The watermark keeps it as pending, with the time it
+was first left, and the following runs fetch it again by pk until the ERP decides, or until the
+flow's `get_data.retry_pending_for` has passed (then `reconcile` reports it).
+
 A backfill run, or a manual run whose conf names a window, takes the plans modified inside its
 window instead and leaves the watermark alone.
 """
@@ -14,7 +19,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 WINDOW_START_CONF, WINDOW_END_CONF = "window_start", "window_end"
@@ -33,14 +39,20 @@ def iso(moment: dt.datetime) -> str:
 class Watermark:
     modified_date: str
     plan_pks: frozenset[int] = field(default_factory=frozenset)
+    pending: dict[int, str] = field(default_factory=dict)
+    """Plans left for later behind the watermark: pk -> when a run first left it (ISO-8601)."""
 
     @classmethod
     def loads(cls, text: str) -> Watermark:
         data = json.loads(text)
-        return cls(data["modified_date"], frozenset(data.get("plan_pks", [])))
+        pending = {int(pk): since for pk, since in data.get("pending", {}).items()}
+        return cls(data["modified_date"], frozenset(data.get("plan_pks", [])), pending)
 
     def dumps(self) -> str:
-        return json.dumps({"modified_date": self.modified_date, "plan_pks": sorted(self.plan_pks)})
+        data: dict[str, object] = {"modified_date": self.modified_date, "plan_pks": sorted(self.plan_pks)}
+        if self.pending:
+            data["pending"] = {str(pk): self.pending[pk] for pk in sorted(self.pending)}
+        return json.dumps(data)
 
     def already_taken(self, plan: dict[str, Any]) -> bool:
         """A plan at exactly the watermark's date that an earlier run took already."""
@@ -54,16 +66,32 @@ class Watermark:
         at_last = {plan["pk"] for plan in plans if parse_time(plan["modified_date"]) == last}
         if last == parse_time(self.modified_date):
             at_last |= self.plan_pks
-        return Watermark(iso(last), frozenset(at_last))
+        return replace(self, modified_date=iso(last), plan_pks=frozenset(at_last))
 
     def later(self, other: Watermark | None) -> Watermark:
-        """The further of two watermarks: clearing an old run's task must never move it back."""
+        """The further of two positions, with this watermark's pending plans: clearing an old run's
+        task must never move the position back."""
         if other is None:
             return self
         mine, theirs = parse_time(self.modified_date), parse_time(other.modified_date)
         if mine == theirs:
-            return Watermark(self.modified_date, self.plan_pks | other.plan_pks)
-        return self if mine > theirs else other
+            return replace(self, plan_pks=self.plan_pks | other.plan_pks)
+        return self if mine > theirs else replace(other, pending=self.pending)
+
+    def expired(self, now: dt.datetime, limit: dt.timedelta) -> list[int]:
+        """The pending plans first left longer than `limit` ago: no run fetches them again."""
+        return sorted(pk for pk, since in self.pending.items() if now - parse_time(since) > limit)
+
+    def without_pending(self, pks: Iterable[int]) -> Watermark:
+        gone = set(pks)
+        return replace(self, pending={pk: since for pk, since in self.pending.items() if pk not in gone})
+
+    def after_run(self, taken: Iterable[int], left: Iterable[int], now: dt.datetime) -> Watermark:
+        """The pending plans once a run has taken `taken`, of which `left` were left for later again
+        (each keeps the time it was first left)."""
+        taken_now, left_now = set(taken), set(left)
+        kept = {pk: since for pk, since in self.pending.items() if pk not in taken_now}
+        return replace(self, pending=kept | {pk: self.pending.get(pk, iso(now)) for pk in sorted(left_now)})
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
-from order_cancel.airflow.hooks import ConnectionSettingsError, ErpHook, OmnitronHook
+from order_cancel.airflow.hooks import ErpHook, OmnitronHook
+from order_cancel.clients.connection import ConnectionSettingsError
 from order_cancel.clients.tokens import tokens_for
 from order_cancel.flows.models import FlowConfig
 from order_cancel.pipeline import steps

@@ -15,6 +15,7 @@ from typing import Any
 
 from order_cancel.airflow import run_data
 from order_cancel.airflow.labels import show_batch_outcome
+from order_cancel.airflow.ledger import record_attempts
 from order_cancel.airflow.operators.base import FlowOperator, long_lived_objects_frozen
 from order_cancel.flows.models import MAX_PLANS_PER_RUN_LIMIT
 from order_cancel.pipeline.batch import BatchCheckpoint, BatchPlan, BatchRunner
@@ -50,6 +51,7 @@ class ProcessBatchOperator(FlowOperator):
             run_data.save_state(state, run_data.BATCH_STATE, BatchCheckpoint(plans=done, finished=True))
         for plan in plans:
             self.log_plan(plan.progress, plan.fresh, prefix=f"{plan.progress.ref.label}: ")
+        record_attempts(context, [(plan.progress, plan.fresh) for plan in plans])
         run_data.push_batch(ti, [plan.progress for plan in plans])
         failed = [(item, plan.progress) for item, plan in zip(items, plans, strict=True) if plan.progress.failure]
         run_data.push_hand_over(ti, failed)

@@ -21,6 +21,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from order_cancel.airflow import run_data
 from order_cancel.airflow.labels import PLAN_LABEL, show_outcome
+from order_cancel.airflow.ledger import record_attempts
 from order_cancel.airflow.operators.base import FlowOperator
 from order_cancel.pipeline.plan import PlanProgress, Stage, StepRecord, WorkItem
 from order_cancel.pipeline.summary import STEP_NAMES
@@ -40,9 +41,11 @@ class _PlanTaskOperator(FlowOperator):
         self.step_input = step_input
 
     def finish(self, context: Any, progress: PlanProgress, now: Sequence[StepRecord], own: Sequence[StepRecord]) -> Any:
-        """Logs what this try did (`now`), labels the plan with its outcome, and returns the records
-        this task added (`own`); fails the task (and only its plan) on a failure."""
+        """Logs what this try did (`now`) and records it in the ledger, labels the plan with its
+        outcome, and returns the records this task added (`own`); fails the task (and only its plan)
+        on a failure."""
         self.log_plan(progress, now)
+        record_attempts(context, [(progress, now)])
         show_outcome(context, progress)
         failure = progress.failure
         if failure is not None:

@@ -16,14 +16,17 @@ from airflow.sdk import BaseHook, Variable
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
 from order_cancel.airflow import run_data
+from order_cancel.airflow.ledger import forget_old_attempts
 from order_cancel.airflow.operators.base import FlowOperator, is_dry_run, long_lived_objects_frozen
 from order_cancel.airflow.rest_api import AIRFLOW_API_CONN_ID, AirflowApi
 from order_cancel.flows.models import AlarmSettings, CancelStatus, Layout
 from order_cancel.pipeline.batch import batches
-from order_cancel.pipeline.fetch import fetch_work_items
+from order_cancel.pipeline.fetch import fetch_completed, fetch_work_items
+from order_cancel.pipeline.plan import PlanProgress, WorkItem
 from order_cancel.pipeline.report import RunReport, crossed, recent_run_times
-from order_cancel.pipeline.summary import summarize
-from order_cancel.pipeline.watermark import Watermark, iso, run_window
+from order_cancel.pipeline.summary import progress_by_plan, summarize
+from order_cancel.pipeline.watermark import Watermark, Window, iso, run_window
+from order_cancel.runtime.evaluation import Relation
 
 
 class LoginOperator(FlowOperator):
@@ -49,23 +52,42 @@ class FetchPlansOperator(FlowOperator):
 
     @long_lived_objects_frozen()
     def run(self, context: Any) -> list[Any]:
-        window = watermark = None
-        if self.flow.get_data.cancel_status is CancelStatus.COMPLETED:
-            dag_run = context["dag_run"]
-            interval = (context.get("data_interval_start"), context.get("data_interval_end"))
-            run_type = getattr(dag_run.run_type, "value", dag_run.run_type)
-            window = run_window(str(run_type), dag_run.conf or {}, interval)
-            if window is None:
-                watermark = self._watermark(context)
-        items = fetch_work_items(self.omnitron_hook(context).get_conn(), self.flow, window=window, watermark=watermark)
-        self.log.info("Fetched %d cancellation plans: %s", len(items), [item.ref.plan_pk for item in items])
+        omnitron = self.omnitron_hook(context).get_conn()
+        window = self._window(context)
         if window is not None:
+            items = fetch_work_items(omnitron, self.flow, window=window)
             self.log.info("Window run: plans modified from %s until %s; the watermark stays", window.start, window.end)
-        elif watermark is not None and not is_dry_run(self.flow, context):
-            advanced = watermark.advanced_over([item.plan for item in items])
-            context["ti"].xcom_push(key=run_data.NEXT_WATERMARK_KEY, value=advanced.dumps())
+        elif self.flow.get_data.cancel_status is CancelStatus.COMPLETED:
+            items = self._from_watermark(context, omnitron)
+        else:
+            items = fetch_work_items(omnitron, self.flow)
+        self.log.info("Fetched %d cancellation plans: %s", len(items), [item.ref.plan_pk for item in items])
         groups = batches(items, self.flow.batch.size) if self.flow.batch else None
         return run_data.push_work(context["ti"], items, groups)
+
+    def _window(self, context: Any) -> Window | None:
+        if self.flow.get_data.cancel_status is not CancelStatus.COMPLETED:
+            return None
+        dag_run = context["dag_run"]
+        interval = (context.get("data_interval_start"), context.get("data_interval_end"))
+        return run_window(str(getattr(dag_run.run_type, "value", dag_run.run_type)), dag_run.conf or {}, interval)
+
+    def _from_watermark(self, context: Any, omnitron: Any) -> list[WorkItem]:
+        fetched = fetch_completed(omnitron, self.flow, self._watermark(context), dt.datetime.now(dt.UTC))
+        for plan_pk in fetched.given_up:
+            self.log.warning(
+                "Plan %s was left for later longer than get_data.retry_pending_for (%s): it is not fetched again "
+                "(reconcile reports it)",
+                plan_pk,
+                self.flow.get_data.retry_pending_for,
+            )
+        if fetched.next_watermark.pending:
+            self.log.info(
+                "Plans left for later by earlier runs, fetched again: %s", sorted(fetched.next_watermark.pending)
+            )
+        if not is_dry_run(self.flow, context):
+            context["ti"].xcom_push(key=run_data.NEXT_WATERMARK_KEY, value=fetched.next_watermark.dumps())
+        return fetched.items
 
     def _watermark(self, context: Any) -> Watermark:
         key = run_data.watermark_variable(self.flow.flow_id)
@@ -84,26 +106,41 @@ class FetchPlansOperator(FlowOperator):
 
 
 class AdvanceWatermarkOperator(FlowOperator):
-    """Moves a completed flow's watermark over the plans this run fetched, once they were processed.
+    """Moves a completed flow's watermark over the plans this run fetched, once they were processed,
+    and keeps the plans the ERP could not decide on (do_nothing) pending for the following runs.
 
     It runs whatever the plans did: a failed plan keeps its failed task instance (clear it to
     retry), and is not fetched again by later runs. A window run or a dry run leaves it alone.
     """
 
-    def __init__(self, **kwargs: Any):
+    def __init__(self, *, plan_task_ids: Sequence[str], **kwargs: Any):
         super().__init__(trigger_rule="all_done", **kwargs)
+        self.plan_task_ids = list(plan_task_ids)
 
     def run(self, context: Any) -> str | None:
-        proposed = context["ti"].xcom_pull(task_ids=run_data.FETCH_TASK, key=run_data.NEXT_WATERMARK_KEY)
+        ti = context["ti"]
+        proposed = ti.xcom_pull(task_ids=run_data.FETCH_TASK, key=run_data.NEXT_WATERMARK_KEY)
         if proposed is None:
             self.log.info("Nothing to move: no plans were fetched from the watermark in this run")
             return None
+        refs = run_data.fetched_refs(ti) or []
+        records = run_data.run_records(ti, self.plan_task_ids, batches=self.flow.layout is Layout.BATCH)
+        plans = progress_by_plan(refs, records)
+        left = [pk for pk, progress in plans.items() if _left_for_later(progress)]
         key = run_data.watermark_variable(self.flow.flow_id)
         stored = Variable.get(key, default=None)
-        advanced = Watermark.loads(proposed).later(Watermark.loads(stored) if stored else None).dumps()
+        moved = Watermark.loads(proposed).after_run(plans, left, dt.datetime.now(dt.UTC))
+        advanced = moved.later(Watermark.loads(stored) if stored else None).dumps()
         Variable.set(key, advanced)
+        if left:
+            self.log.info("Left for later, fetched again by the following runs: %s", left)
         self.log.info("Watermark %s set to %s", key, advanced)
         return advanced
+
+
+def _left_for_later(progress: PlanProgress) -> bool:
+    delivery = progress.delivery
+    return delivery is not None and delivery.relation == Relation.DO_NOTHING
 
 
 class RunSummaryOperator(FlowOperator):
@@ -123,9 +160,7 @@ class RunSummaryOperator(FlowOperator):
         refs = run_data.fetched_refs(ti)
         if refs is None:
             raise AirflowFailException("no plans were fetched: the login or fetch_plans task did not succeed")
-        records = run_data.pull_stage_records(ti, self.plan_task_ids)
-        if self.flow.layout is Layout.BATCH:
-            records = run_data.pull_batch_records(ti) + records
+        records = run_data.run_records(ti, self.plan_task_ids, batches=self.flow.layout is Layout.BATCH)
         summary = summarize(refs, records)
         for line in summary.lines():
             self.log.info("%s", line)
@@ -135,6 +170,7 @@ class RunSummaryOperator(FlowOperator):
         report = RunReport(summary.rows, (dt.datetime.now(dt.UTC) - started).total_seconds())
         alarms = self._raise_alarms(context, report) if self.flow.alarms and not is_dry_run(self.flow, context) else []
         self._leave_note(context, report.note(alarms))
+        forget_old_attempts()
         if summary.failed:
             raise AirflowFailException(
                 f"{len(summary.failed)} of {len(summary.rows)} plans failed: {summary.failed_refs()}"

@@ -1,0 +1,78 @@
+"""Where the ledger is: the Airflow connection `order_cancel_ledger`, else a SQLite file under
+AIRFLOW_HOME.
+
+    conn_type sqlite:    host = the file's path
+    conn_type postgres:  host, port, login, password, schema (the database)
+    extra:               {"retention_days": 90}
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import URL
+
+from order_cancel.clients.connection import ConnectionFields
+
+LEDGER_CONN_ID = "order_cancel_ledger"
+LEDGER_FILE = "order_cancel_ledger.db"
+DEFAULT_RETENTION_DAYS = 90
+_POSTGRES = ("postgres", "postgresql")
+
+
+class LedgerSettingsError(Exception):
+    """The ledger connection cannot name a database."""
+
+
+@dataclass(frozen=True)
+class LedgerSettings:
+    url: URL
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    origin: str = field(default="default", compare=False)
+
+    @property
+    def shown(self) -> str:
+        """The database, for logs and messages: never its password."""
+        return self.url.render_as_string(hide_password=True)
+
+
+def airflow_home(environ: Mapping[str, str] = os.environ) -> str:
+    return environ.get("AIRFLOW_HOME", "~/airflow")
+
+
+def default_settings(home: str | os.PathLike[str]) -> LedgerSettings:
+    path = Path(home).expanduser() / LEDGER_FILE
+    return LedgerSettings(URL.create("sqlite", database=str(path)), origin=f"default (a file under {home})")
+
+
+def from_connection(conn: Any) -> LedgerSettings:
+    """The ledger an Airflow connection (or its fields) names."""
+    kind = (conn.conn_type or "").lower()
+    if kind == "sqlite" and conn.host:
+        url = URL.create("sqlite", database=conn.host)
+    elif kind in _POSTGRES and conn.host:
+        url = URL.create(
+            "postgresql+psycopg2",
+            username=conn.login,
+            password=conn.password,
+            host=conn.host,
+            port=conn.port,
+            database=conn.schema or None,
+        )
+    else:
+        raise LedgerSettingsError(
+            f"connection {LEDGER_CONN_ID!r}: conn_type must be sqlite (host = the file) or postgres, with a host; "
+            f"got conn_type {conn.conn_type!r}, host {conn.host!r}"
+        )
+    retention = int(conn.extra_dejson.get("retention_days", DEFAULT_RETENTION_DAYS))
+    return LedgerSettings(url, retention, origin=f"connection {LEDGER_CONN_ID!r}")
+
+
+def from_environment(environ: Mapping[str, str] = os.environ) -> LedgerSettings:
+    """The connection as Airflow reads it from AIRFLOW_CONN_ORDER_CANCEL_LEDGER, else the default."""
+    conn = ConnectionFields.from_env(LEDGER_CONN_ID, environ)
+    return from_connection(conn) if conn else default_settings(airflow_home(environ))

@@ -1,0 +1,1 @@
+"""The plans page: the plan ledger in the Airflow UI (search, timelines, retry)."""
