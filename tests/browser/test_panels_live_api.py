@@ -29,9 +29,15 @@ def try_body(stack) -> dict:
 def test_the_api_server_loads_the_plugin(ui_stack):
     plugins = {plugin["name"]: plugin for plugin in ui_stack.api("GET", "/plugins")["plugins"]}
     plugin = plugins["order_cancel_panels"]
-    assert [app["url_prefix"] for app in plugin["fastapi_apps"]] == [PREFIX]
+    assert [app["url_prefix"] for app in plugin["fastapi_apps"]] == [PREFIX, "/order-cancel-plans"]
     assert [(view["href"], view["url_route"], view["destination"]) for view in plugin["external_views"]] == [
-        ("order-cancel-panels/", "order-cancel-panels", "nav")
+        ("order-cancel-panels/", "order-cancel-panels", "nav"),
+        ("order-cancel-plans/", "order-cancel-plans", "nav"),
+        (
+            "order-cancel-plans/?dag_id={DAG_ID}&run_id={RUN_ID}&task_id={TASK_ID}&map_index={MAP_INDEX}",
+            "plan-history",
+            "task_instance",
+        ),
     ]
     assert ui_stack.api("GET", "/plugins/importErrors")["total_entries"] == 0
 

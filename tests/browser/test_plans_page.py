@@ -65,7 +65,9 @@ def test_the_plans_page_finds_a_failed_plan_and_retries_it(browser, page, shot, 
         sent = timeline.get_by_role("row").filter(has_text="plan.write_erp")
         expect(sent).to_contain_text("ERP 201 -> continue")
         sent.get_by_text("ERP request").click()
-        expect(sent.locator("pre")).to_contain_text('"cancellationId": 9001')
+        expect(sent.locator("details").filter(has_text="ERP request").locator("pre")).to_contain_text(
+            '"cancellationId": 9001'
+        )
         expect(timeline.get_by_role("row").filter(has_text="plan.transform")).not_to_contain_text("ERP request")
         expect(timeline.get_by_role("row").filter(has_text="plan.write_omnitron")).to_contain_text("FAILED")
         shot(page, "failed-plan-found", full_page=True)
