@@ -29,10 +29,12 @@ benchmark use `CeleryStack` directly (start, add or kill workers, stop).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import signal
 import sys
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -266,9 +268,8 @@ class CeleryStack:
             f"worker(s) x {config.concurrency} ...",
             flush=True,
         )
-        self.stack.airflow("api-server", "api-server", "--host", "127.0.0.1", "--port", str(config.port))
-        self.stack.airflow("scheduler", "scheduler", "--skip-serve-logs")
-        self.stack.airflow("dag-processor", "dag-processor")
+        for name in self.components:
+            self.start_component(name)
         for _ in range(config.workers):
             self.add_worker(wait=False)
         if config.fakes:
@@ -292,6 +293,27 @@ class CeleryStack:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+    # -- the api-server, scheduler and dag-processor --
+
+    @property
+    def components(self) -> dict[str, tuple[str, ...]]:
+        """Airflow's own processes, by name: their `airflow` arguments."""
+        return {
+            "api-server": ("api-server", "--host", "127.0.0.1", "--port", str(self.config.port)),
+            "scheduler": ("scheduler", "--skip-serve-logs"),
+            "dag-processor": ("dag-processor",),
+        }
+
+    def start_component(self, name: str) -> None:
+        self.stack.airflow(name, *self.components[name])
+
+    def kill_component(self, name: str) -> None:
+        """SIGKILL a component's whole process group, as when its container dies."""
+        process = self.stack.process(name)
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        self.stack.forget(name)
 
     # -- workers --
 

@@ -137,3 +137,21 @@ class FakesClient:
 
     def erp_bookings(self) -> dict[str, dict]:
         return self._call("GET", f"{self.erp}/_fake/bookings")
+
+    def erp_booking_log(self) -> list[dict]:
+        return self._call("GET", f"{self.erp}/_fake/booking_log")
+
+    def omnitron_writes(self) -> list[dict]:
+        return self._call("GET", f"{self.omnitron}/_fake/writes")
+
+    def omnitron_fault(self, **fault) -> None:
+        self._call("POST", f"{self.omnitron}/_fake/faults", fault)
+
+    def expire_tokens(self, side: str) -> None:
+        self._call("POST", f"{self.omnitron if side == 'omnitron' else self.erp}/_fake/expire_tokens")
+
+    def clear_faults(self) -> None:
+        """Every fault and scripted answer of both fakes."""
+        for url in (self.omnitron, self.erp):
+            self._call("DELETE", f"{url}/_fake/faults")
+        self._call("DELETE", f"{self.erp}/_fake/responses")

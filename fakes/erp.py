@@ -14,6 +14,7 @@ import base64
 import binascii
 import json
 import re
+import time
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -69,6 +70,7 @@ class FakeErp(FakeServer):
         self.control_routes.add("DELETE", "/_fake/responses", lambda r: self._done(self.clear_responses))
         self.control_routes.add("GET", "/_fake/bookings", self._control_bookings)
         self.control_routes.add("GET", "/_fake/booked", lambda r: Reply(200, self.booked_bodies()))
+        self.control_routes.add("GET", "/_fake/booking_log", lambda r: Reply(200, self.booking_log()))
         self.control_routes.add("POST", "/_fake/idempotency", lambda r: self._done(self.set_idempotency, r.body))
 
     # --- scripting -------------------------------------------------------------------------------
@@ -108,6 +110,12 @@ class FakeErp(FakeServer):
 
     def set_idempotency(self, honour: bool) -> None:
         self.honour_idempotency = bool(honour)
+
+    def booking_log(self) -> list[dict]:
+        """Every booking, in order: its Idempotency-Key, path, body and time (an independent record
+        of what the ERP accepted, for checkers)."""
+        with self._lock:
+            return [{"key": e["key"], "path": e["path"], "body": e["body"], "at": e["at"]} for e in self.booked]
 
     def booked_bodies(self) -> list[Any]:
         with self._lock:
@@ -161,7 +169,9 @@ class FakeErp(FakeServer):
             booking = {"id": f"ERP-{self._accepted}", "status": "accepted"}
             if key:
                 self.bookings.setdefault(key, booking)
-            self.booked.append({"key": key, "booking": booking, "body": request.body, "path": request.path})
+            self.booked.append(
+                {"key": key, "booking": booking, "body": request.body, "path": request.path, "at": time.time()}
+            )
             return Reply(201, booking)
 
     def _login(self, request: RecordedRequest) -> Reply:

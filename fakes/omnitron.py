@@ -8,6 +8,7 @@ lists of cancellation plans and order transactions, and the three write calls. S
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -60,6 +61,8 @@ class FakeOmnitron(FakeServer):
         self.order_transactions: dict[int, dict] = {}
         self.orders: dict[int, dict] = {}
         self.ignored_params: list[tuple[str, str]] = []
+        # Every status the flow wrote, in order: an independent record for checkers.
+        self.writes: list[dict] = []
         self._routes = self._api_routes()
         self._add_control_routes()
 
@@ -84,6 +87,7 @@ class FakeOmnitron(FakeServer):
             self.order_transactions.clear()
             self.orders.clear()
             self.ignored_params.clear()
+            self.writes.clear()
 
     @property
     def token_max_uses(self) -> int | None:
@@ -236,12 +240,14 @@ class FakeOmnitron(FakeServer):
     def _set_status(self, plan: dict, status: str) -> None:
         plan["status"] = status
         plan["modified_date"] = iso(self.clock())
+        self.writes.append({"plan": plan["pk"], "status": status, "at": time.time()})
 
     # --- control API -----------------------------------------------------------------------------
 
     def _add_control_routes(self) -> None:
         control = self.control_routes
         control.add("GET", "/_fake/plans", lambda r: Reply(200, self._snapshot(self.plans)))
+        control.add("GET", "/_fake/writes", lambda r: Reply(200, list(self.writes)))
         control.add("POST", "/_fake/plans", lambda r: self._done(self.add_plans, {"plans": _as_list(r.body)}))
         control.add("GET", "/_fake/order_transactions", lambda r: Reply(200, self._snapshot(self.order_transactions)))
         control.add(

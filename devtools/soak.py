@@ -1,0 +1,405 @@
+"""The chaos soak (`bin/soak`): the flows on the production stack (PostgreSQL, Celery with two workers,
+the real scheduler) for a bounded time, while new plans keep arriving and a seeded random schedule
+injects faults; then an independent checker (devtools/soak_check.py) reads only what the fakes
+recorded and fails on any plan lost, booked twice, or written without the ERP's acceptance.
+
+    bin/soak [--minutes 30] [--seed 7] [--fault-every 12] [--arrive-every 10] [--arrivals 3]
+             [--max-plans 5000] [--drain-minutes 8] [--out artifacts/soak/soak.json]
+
+Four flows, each on a channel of its own and scheduled every minute: per step (waiting), one task per
+plan (waiting), batches (waiting), and one task per plan on completed plans (the watermark and its
+pending plans). Faults: ERP 5xx, 429 with Retry-After, timeouts after the ERP booked the plan, slow
+answers, 401 storms, connection resets, ERP and Omnitron token expiry, Omnitron 5xx on lists and on
+writes, a Celery worker SIGKILLed, the scheduler and the api-server killed and started again,
+PostgreSQL restarted. A component that dies (of a fault or of PostgreSQL's restart) is started
+again, as a process supervisor would. Everything runs on 127.0.0.1.
+
+Exit 0: no violation, and every plan was delivered once the faults stopped; 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from devtools.airflow_env import ROOT
+from devtools.celery_stack import CeleryStack, CeleryStackConfig, drop_database
+from devtools.soak_check import Records, SoakFlow, Verdict, check, summary_rows
+from devtools.stack import free_ports
+from devtools.stack_client import AirflowRest, FakesClient, RestError
+from fakes.data import make_plan
+
+FLOWS = [
+    SoakFlow("soak_step", "waiting", 1),
+    SoakFlow("soak_single", "waiting", 2),
+    SoakFlow("soak_batch", "waiting", 3),
+    SoakFlow("soak_completed", "completed", 2),
+]
+ERP_TIMEOUT_SECONDS = 3
+FIRST_PLAN = 100_000
+
+
+def flow_document(flow: SoakFlow, since: str) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "flow_id": flow.flow_id,
+        "schedule": "* * * * *",
+        "retries": 2,
+        "retry_delay_seconds": 2,
+        "omnitron": {"conn_id": "omnitron_demo", "timeout_seconds": 10},
+        "get_data": {
+            "channel_type": "marketplace" if flow.channel == 3 else "web",
+            "cancel_status": flow.status,
+            "channel_ids": [flow.channel],
+            "max_plans_per_run": 300,
+        },
+        "mapping": "mappings/erp_cancel.json",
+        "erp": {
+            "conn_id": "erp_demo",
+            "login": {"type": "token", "url": "/api/auth/login", "prefix": "Bearer"},
+            "timeout_seconds": ERP_TIMEOUT_SECONDS,
+        },
+        "write_erp": {"url": flow.erp_path, "method": "POST"},
+        "write_omnitron": {"next_state": "approved"},
+    }
+    if flow.flow_id == "soak_batch":
+        document["batch"] = {"size": 25, "concurrency": 4}
+    else:
+        document["plan_tasks"] = "per_step" if flow.flow_id == "soak_step" else "single"
+    if flow.status == "completed":
+        document["get_data"] = {**document["get_data"], "completed_since": since}
+    return document
+
+
+@dataclass
+class Chaos:
+    """The seeded fault schedule, and what it injected."""
+
+    stack: CeleryStack
+    fakes: FakesClient
+    rng: random.Random
+    injected: Counter = field(default_factory=Counter)
+
+    def kinds(self) -> dict[str, Callable[[], None]]:
+        return {
+            "ERP 5xx": lambda: self._erp(status=503, body={"error": "down"}, times=self.rng.randint(2, 8)),
+            "ERP 429 with Retry-After": lambda: self._erp(status=429, headers={"Retry-After": "1"}, times=4),
+            "ERP timeout after booking": lambda: self._erp(delay=ERP_TIMEOUT_SECONDS + 2, book=True, times=2),
+            "ERP slow answers": lambda: self._erp(delay=2.0, times=6),
+            "ERP 401 storm": lambda: self._erp(status=401, body={"error": "expired"}, times=8),
+            "ERP connection resets": lambda: self._erp(drop_connection=True, times=4),
+            "ERP token expiry": lambda: self.fakes.expire_tokens("erp"),
+            "Omnitron token expiry": lambda: self.fakes.expire_tokens("omnitron"),
+            "Omnitron 5xx on lists": lambda: self.fakes.omnitron_fault(
+                method="GET", path_regex="/cancellation_plans/", status=503, times=3
+            ),
+            "Omnitron 5xx on writes": lambda: self.fakes.omnitron_fault(
+                method="POST", path_regex="/cancellation_approved_order/", status=500, times=4
+            ),
+            "worker SIGKILLed": self._kill_worker,
+            "scheduler killed and restarted": lambda: self._restart("scheduler"),
+            "api-server killed and restarted": lambda: self._restart("api-server"),
+            "PostgreSQL restarted": restart_postgres,
+        }
+
+    def inject(self) -> str:
+        kinds = self.kinds()
+        kind = self.rng.choice(sorted(kinds))
+        kinds[kind]()
+        self.injected[kind] += 1
+        return kind
+
+    def _erp(self, **rule) -> None:
+        flow = self.rng.choice(FLOWS)
+        self.fakes.erp_respond(path=flow.erp_path, method="POST", **rule)
+
+    def _kill_worker(self) -> None:
+        victim = self.rng.choice(self.stack.workers)
+        self.stack.kill_worker(victim)
+        self.stack.add_worker(wait=False)
+
+    def _restart(self, name: str) -> None:
+        self.stack.kill_component(name)
+        time.sleep(self.rng.uniform(1, 4))
+        self.stack.start_component(name)
+
+
+def restart_postgres() -> None:
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def supervise(stack: CeleryStack) -> int:
+    """Starts again whatever died (a process supervisor's job); answers how many."""
+    restarted = 0
+    for name, _ in stack.stack.dead():
+        stack.stack.forget(name)
+        if name in stack.components:
+            stack.start_component(name)
+        elif name in stack.workers:
+            stack.workers.remove(name)
+            stack.add_worker(wait=False)
+        else:
+            continue
+        restarted += 1
+    return restarted
+
+
+@dataclass
+class Arrivals:
+    """New plans, a few per flow at a time, up to a bound."""
+
+    fakes: FakesClient
+    per_flow: int
+    limit: int
+    next_pk: int = FIRST_PLAN
+    added: int = 0
+
+    def add(self) -> None:
+        if self.added >= self.limit:
+            return
+        plans = []
+        for flow in FLOWS:
+            for _ in range(self.per_flow):
+                modified = dt.datetime.now(dt.UTC)
+                plans.append(
+                    make_plan(
+                        self.next_pk,
+                        order_pk=self.next_pk,
+                        channel=flow.channel,
+                        status=flow.status,
+                        modified_date=modified,
+                    )
+                )
+                self.next_pk += 1
+        self.fakes.add_plans(plans)
+        self.added += len(plans)
+
+
+def records(fakes: FakesClient) -> Records:
+    return Records(fakes.erp_booking_log(), fakes.omnitron_writes(), fakes.plans())
+
+
+def run_counts(rest: AirflowRest) -> dict[str, dict[str, int]]:
+    counts = {}
+    for flow in FLOWS:
+        runs = rest.api("GET", f"/dags/{flow.flow_id}/dagRuns", params={"limit": 1000})["dag_runs"]
+        counts[flow.flow_id] = dict(Counter(run["state"] for run in runs))
+    return counts
+
+
+def stack_config(args: argparse.Namespace, base: Path) -> CeleryStackConfig:
+    """A fresh Celery stack with two workers whose flows folder holds the soak's flows."""
+    flows_dir = base / "flows"
+    shutil.copytree(ROOT / "include" / "flows" / "mappings", flows_dir / "mappings")
+    since = dt.datetime.now(dt.UTC).isoformat()
+    for flow in FLOWS:
+        (flows_dir / f"{flow.flow_id}.yaml").write_text(yaml.safe_dump(flow_document(flow, since), sort_keys=False))
+    port, omnitron_port, erp_port = free_ports(3)
+    return CeleryStackConfig(
+        home=base / "airflow-home",
+        port=port,
+        omnitron_port=omnitron_port,
+        erp_port=erp_port,
+        plans=0,
+        flows_dir=flows_dir,
+        workers=2,
+        concurrency=4,
+        redis_db=9,
+        fresh=True,
+        database=f"airflow_order_cancel_soak_{os.getpid()}",
+        heartbeat_timeout=15,
+        queued_timeout=30,
+        inherit_airflow_env=False,
+    )
+
+
+@dataclass
+class Soak:
+    args: argparse.Namespace
+    stack: CeleryStack
+    fakes: FakesClient
+    chaos: Chaos
+    arrivals: Arrivals
+    restarted: int = 0
+    interim: list[str] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.stack.start()
+        rest = AirflowRest(self.stack.config.port).login()
+        for flow in FLOWS:
+            rest.wait_for_dag(flow.flow_id)
+            rest.unpause(flow.flow_id)
+
+    def under_faults(self) -> float:
+        """Plans arrive and faults strike until the time is up; checked every 30 s. Answers the seconds."""
+        started = time.monotonic()
+        deadline = started + self.args.minutes * 60
+        next_fault, next_arrival, next_check = started + self.args.fault_every, started, started + 30
+        while (now := time.monotonic()) < deadline:
+            if now >= next_arrival:
+                self.arrivals.add()
+                next_arrival = now + self.args.arrive_every
+            if now >= next_fault:
+                print(f"soak {elapsed(started)}: {self.chaos.inject()}", flush=True)
+                next_fault = now + self.args.fault_every * self.chaos.rng.uniform(0.5, 1.5)
+            if now >= next_check:
+                self.check_now()
+                next_check = now + 30
+            self.restarted += supervise(self.stack)
+            time.sleep(1)
+        return time.monotonic() - started
+
+    def check_now(self) -> None:
+        found = check(records(self.fakes), FLOWS, final=False).violations
+        self.interim += [violation for violation in found if violation not in self.interim]
+
+    def drain(self) -> tuple[Verdict, float]:
+        """No more faults or plans: until every plan is delivered (or the drain time is up)."""
+        started = time.monotonic()
+        deadline = started + self.args.drain_minutes * 60
+        while True:
+            self.restarted += supervise(self.stack)
+            try:
+                self.fakes.clear_faults()
+                verdict = check(records(self.fakes), FLOWS, final=True)
+            except (RestError, OSError) as exc:
+                print(f"soak drain: {exc}", flush=True)
+                time.sleep(5)
+                continue
+            if verdict.drained or time.monotonic() > deadline:
+                return verdict, time.monotonic() - started
+            print(
+                f"soak drain: {verdict.waiting} waiting, {verdict.undelivered_completed} completed undelivered",
+                flush=True,
+            )
+            time.sleep(10)
+
+    def result(self, soaked: float, verdict: Verdict, drained_in: float) -> dict:
+        return {
+            "seed": self.args.seed,
+            "minutes": round(soaked / 60, 1),
+            "drain_minutes": round(drained_in / 60, 1),
+            "workers": self.stack.config.workers,
+            "runs": run_counts(AirflowRest(self.stack.config.port).login()),
+            "plans": self.arrivals.added,
+            "faults": dict(sorted(self.chaos.injected.items())),
+            "components restarted after dying": self.restarted,
+            "erp_bookings": verdict.booked,
+            "omnitron_writes": verdict.written,
+            "still_waiting": verdict.waiting,
+            "completed_undelivered": verdict.undelivered_completed,
+            "violations": list(dict.fromkeys(self.interim + verdict.violations)),
+            "drained": verdict.drained,
+            "undelivered": verdict.undelivered[:50],
+        }
+
+
+def soak(args: argparse.Namespace) -> dict:
+    base = Path(tempfile.mkdtemp(prefix="order-cancel-soak-"))
+    config = stack_config(args, base)
+    stack = CeleryStack(config)
+    fakes = FakesClient(config.omnitron_port, config.erp_port)
+    run = Soak(
+        args,
+        stack,
+        fakes,
+        Chaos(stack, fakes, random.Random(args.seed)),
+        Arrivals(fakes, args.arrivals, args.max_plans),
+    )
+    passed = False
+    try:
+        run.start()
+        soaked = run.under_faults()
+        print(f"soak: {soaked / 60:.1f} min of faults; the faults stop, the rest is delivered", flush=True)
+        verdict, drained_in = run.drain()
+        result = run.result(soaked, verdict, drained_in)
+        passed = not result["violations"] and result["drained"]
+        return result
+    finally:
+        stack.stop()
+        drop_database(config)
+        if passed or not args.keep_home:
+            shutil.rmtree(base, ignore_errors=True)
+        else:
+            print(f"soak: the stack's home (logs, the plan ledger) is kept in {base}", flush=True)
+
+
+def elapsed(started: float) -> str:
+    seconds = int(time.monotonic() - started)
+    return f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+def report_lines(result: dict) -> list[str]:
+    runs = ", ".join(
+        f"{flow} {sum(counts.values())} ({', '.join(f'{n} {state}' for state, n in sorted(counts.items()))})"
+        for flow, counts in result["runs"].items()
+    )
+    faults = ", ".join(f"{kind} {count}" for kind, count in result["faults"].items())
+    extra = {
+        "seed": result["seed"],
+        "duration": f"{result['minutes']} min of faults, then {result['drain_minutes']} min to drain",
+        "runs": runs,
+        "plans": result["plans"],
+        f"faults injected ({sum(result['faults'].values())})": faults,
+        "components restarted after dying": result["components restarted after dying"],
+    }
+    verdict = Verdict(
+        violations=result["violations"],
+        booked=result["erp_bookings"],
+        written=result["omnitron_writes"],
+        waiting=result["still_waiting"],
+        undelivered_completed=result["completed_undelivered"],
+    )
+    rows = summary_rows(verdict, extra)
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{name.ljust(width)}  {value}" for name, value in rows]
+    if result["undelivered"]:
+        lines.append(f"{'undelivered plans'.ljust(width)}  {result['undelivered']}")
+    return lines + [f"VIOLATION {violation}" for violation in result["violations"]]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bin/soak", description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=30, help="minutes of faults (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--fault-every", type=float, default=12, help="seconds between faults, on average")
+    parser.add_argument("--arrive-every", type=float, default=10, help="seconds between arrivals of new plans")
+    parser.add_argument("--arrivals", type=int, default=3, help="new plans per flow at each arrival")
+    parser.add_argument("--max-plans", type=int, default=5000, help="at most this many plans in all")
+    parser.add_argument("--drain-minutes", type=float, default=8, help="at most this long to deliver the rest")
+    parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "soak" / "soak.json")
+    parser.add_argument("--keep-home", action="store_true", help="keep the stack's home (logs) when the soak fails")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = soak(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print("\n".join(report_lines(result)))
+    return 0 if not result["violations"] and result["drained"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""The soak's checker: what the fakes recorded, and nothing of the project's own (no ledger, no XCom).
+
+    bookings  the fake ERP's booking log: every plan it accepted, with its Idempotency-Key and time
+    writes    the fake Omnitron's write log: every status a call set, with its time
+    plans     the fake Omnitron's plans now
+
+An order cancel flow moves money, so each of these is a violation:
+
+* a plan booked more than once by the ERP (under different keys, or the same ERP path twice);
+* a plan written to Omnitron more than once, or written before (or without) an ERP booking;
+* at the end (`final`): a plan the ERP booked whose waiting status was never written; a completed
+  plan no run delivered (the watermark skipped it); a waiting plan that no flow would take again.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SoakFlow:
+    flow_id: str
+    status: str
+    channel: int
+
+    @property
+    def erp_path(self) -> str:
+        return f"/api/{self.flow_id}"
+
+
+@dataclass
+class Records:
+    bookings: list[dict]
+    writes: list[dict]
+    plans: dict[int, dict]
+
+
+@dataclass
+class Verdict:
+    violations: list[str] = field(default_factory=list)
+    booked: int = 0
+    written: int = 0
+    waiting: int = 0
+    undelivered_completed: int = 0
+    undelivered: list[int] = field(default_factory=list)
+    """The plans not delivered yet (waiting, or completed and never booked)."""
+
+    @property
+    def drained(self) -> bool:
+        return self.waiting == 0 and self.undelivered_completed == 0
+
+
+def plan_of(booking: dict) -> int:
+    body = booking.get("body") or {}
+    return int(body["cancellationId"] if "cancellationId" in body else body["pk"])
+
+
+def check(records: Records, flows: list[SoakFlow], *, final: bool) -> Verdict:
+    by_path = {flow.erp_path: flow for flow in flows}
+    bookings: dict[int, list[dict]] = defaultdict(list)
+    for booking in records.bookings:
+        if booking["path"] in by_path:
+            bookings[plan_of(booking)].append(booking)
+    writes: dict[int, list[dict]] = defaultdict(list)
+    for write in records.writes:
+        writes[int(write["plan"])].append(write)
+    verdict = Verdict(booked=len(bookings), written=len(writes))
+    verdict.violations += _doubles(bookings, writes)
+    verdict.violations += _unbooked_writes(bookings, writes)
+    if final:
+        _final(records, flows, bookings, writes, verdict)
+    return verdict
+
+
+def _doubles(bookings: dict[int, list[dict]], writes: dict[int, list[dict]]) -> list[str]:
+    found = []
+    for plan, booked in sorted(bookings.items()):
+        keys = Counter(booking["key"] for booking in booked)
+        if len(booked) > 1:
+            found.append(f"plan {plan}: booked {len(booked)} times by the ERP (keys {dict(keys)})")
+    for plan, written in sorted(writes.items()):
+        if len(written) > 1:
+            found.append(f"plan {plan}: written to Omnitron {len(written)} times ({[w['status'] for w in written]})")
+    return found
+
+
+def _unbooked_writes(bookings: dict[int, list[dict]], writes: dict[int, list[dict]]) -> list[str]:
+    found = []
+    for plan, written in sorted(writes.items()):
+        first_booking = min((booking["at"] for booking in bookings.get(plan, [])), default=None)
+        if first_booking is None:
+            found.append(f"plan {plan}: written to Omnitron ({written[0]['status']}) without an ERP booking")
+        elif written[0]["at"] < first_booking:
+            found.append(f"plan {plan}: written to Omnitron before the ERP booked it")
+    return found
+
+
+def _final(
+    records: Records,
+    flows: list[SoakFlow],
+    bookings: dict[int, list[dict]],
+    writes: dict[int, list[dict]],
+    verdict: Verdict,
+) -> None:
+    channels = {(flow.status, flow.channel) for flow in flows}
+    for pk, plan in sorted(records.plans.items()):
+        status, channel = plan["status"], plan["order"]["channel"]
+        if status == "waiting":
+            verdict.waiting += 1
+            verdict.undelivered.append(pk)
+            if ("waiting", channel) not in channels:
+                verdict.violations.append(f"plan {pk}: waiting in channel {channel}, which no flow takes")
+        if status == "completed" and ("completed", channel) in channels and pk not in bookings:
+            verdict.undelivered_completed += 1
+            verdict.undelivered.append(pk)
+        if pk in bookings and status == "waiting":
+            verdict.violations.append(f"plan {pk}: booked by the ERP, yet still waiting in Omnitron")
+
+
+def summary_rows(verdict: Verdict, extra: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        *((name, str(value)) for name, value in extra.items()),
+        ("ERP bookings", str(verdict.booked)),
+        ("Omnitron writes", str(verdict.written)),
+        ("still waiting / completed undelivered", f"{verdict.waiting} / {verdict.undelivered_completed}"),
+        ("violations", str(len(verdict.violations))),
+    ]
