@@ -249,3 +249,31 @@ def test_a_dry_run_records_the_request_and_sends_nothing(enriching):
     assert erp.sent == [] and omnitron.writes == []
     assert progress.delivery.relation == "dry_run" and progress.delivery.request["json"]["cancellationId"] == 3
     assert progress.written.outcome == "dry run (nothing written)"
+
+
+@pytest.mark.parametrize(
+    ("answers", "undecided"),
+    [
+        ([answering(201)], False),
+        ([answering(422)], False),
+        ([answering(503)], True),
+        ([answering(None, error="timeout")], True),
+    ],
+    ids=["accepted", "refused", "down", "timeout"],
+)
+def test_a_plan_the_erp_did_not_decide_on_is_undecided(tmp_path, answers, undecided):
+    """What a completed flow keeps pending for its following runs."""
+    flow = make_flow(tmp_path)
+    replies = iter(answers)
+    item = WorkItem.of(make_plan(3))
+    clients = FakeClients(erp=FakeErpClient(lambda body: next(replies)(body)))
+    progress = PlanPipeline.build(flow).run_stage(Stage.WRITE_ERP, start(item), clients, item)
+    assert progress.undecided is undecided
+
+
+def test_a_plan_stopped_by_a_killed_task_is_undecided_one_failed_by_its_script_is_not(tmp_path):
+    flow = make_flow(tmp_path, {"scripts/t.py": "raise KeyError('x')\n"}, script="scripts/t.py")
+    item = WorkItem.of(make_plan(1))
+    assert start(item).undecided, "no record at all: its task never got to an answer"
+    failed = start(item).add(*PlanPipeline.build(flow).transform(item))
+    assert not failed.undecided, "a script error fails the same way again"

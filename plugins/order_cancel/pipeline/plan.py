@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from order_cancel.runtime.evaluation import Relation
 from order_cancel.runtime.nifi_api import LogLine
 
 
@@ -219,6 +220,16 @@ class PlanProgress(_Record):
     @property
     def posted(self) -> PostScriptRecord | None:
         return self._done_after_delivery(Step.POST_SCRIPT)
+
+    @property
+    def undecided(self) -> bool:
+        """The ERP has not decided on the plan and trying again may change that: it answered
+        do_nothing, or the plan stopped before an answer for a reason a retry may mend (a killed
+        task leaves no record at all). A script or spec error is not: it fails the same way again."""
+        delivery, failure = self.delivery, self.failure
+        if delivery is not None:
+            return delivery.relation == Relation.DO_NOTHING
+        return failure is None or failure.retryable
 
     @property
     def attributes(self) -> dict[str, str]:

@@ -22,11 +22,10 @@ from order_cancel.airflow.rest_api import AIRFLOW_API_CONN_ID, AirflowApi
 from order_cancel.flows.models import AlarmSettings, CancelStatus, Layout
 from order_cancel.pipeline.batch import batches
 from order_cancel.pipeline.fetch import fetch_completed, fetch_work_items
-from order_cancel.pipeline.plan import PlanProgress, WorkItem
+from order_cancel.pipeline.plan import WorkItem
 from order_cancel.pipeline.report import RunReport, crossed, recent_run_times
 from order_cancel.pipeline.summary import progress_by_plan, summarize
 from order_cancel.pipeline.watermark import Watermark, Window, iso, run_window
-from order_cancel.runtime.evaluation import Relation
 
 
 class LoginOperator(FlowOperator):
@@ -107,10 +106,11 @@ class FetchPlansOperator(FlowOperator):
 
 class AdvanceWatermarkOperator(FlowOperator):
     """Moves a completed flow's watermark over the plans this run fetched, once they were processed,
-    and keeps the plans the ERP could not decide on (do_nothing) pending for the following runs.
+    and keeps the plans the ERP did not decide on (do_nothing, or stopped by a failure a retry may
+    mend) pending for the following runs.
 
-    It runs whatever the plans did: a failed plan keeps its failed task instance (clear it to
-    retry), and is not fetched again by later runs. A window run or a dry run leaves it alone.
+    It runs whatever the plans did. A plan failed by its script or spec keeps its failed task
+    instance (fix, then clear it), and is not fetched again. A window run or a dry run leaves it alone.
     """
 
     def __init__(self, *, plan_task_ids: Sequence[str], **kwargs: Any):
@@ -126,7 +126,7 @@ class AdvanceWatermarkOperator(FlowOperator):
         refs = run_data.fetched_refs(ti) or []
         records = run_data.run_records(ti, self.plan_task_ids, batches=self.flow.layout is Layout.BATCH)
         plans = progress_by_plan(refs, records)
-        left = [pk for pk, progress in plans.items() if _left_for_later(progress)]
+        left = [pk for pk, progress in plans.items() if progress.undecided]
         key = run_data.watermark_variable(self.flow.flow_id)
         stored = Variable.get(key, default=None)
         moved = Watermark.loads(proposed).after_run(plans, left, dt.datetime.now(dt.UTC))
@@ -136,11 +136,6 @@ class AdvanceWatermarkOperator(FlowOperator):
             self.log.info("Left for later, fetched again by the following runs: %s", left)
         self.log.info("Watermark %s set to %s", key, advanced)
         return advanced
-
-
-def _left_for_later(progress: PlanProgress) -> bool:
-    delivery = progress.delivery
-    return delivery is not None and delivery.relation == Relation.DO_NOTHING
 
 
 class RunSummaryOperator(FlowOperator):
