@@ -9,6 +9,7 @@ import datetime as dt
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -49,6 +50,8 @@ class Ledger:
         is_sqlite = url.startswith("sqlite")
         connect_args = {"timeout": SQLITE_BUSY_SECONDS} if is_sqlite else {}
         engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=not is_sqlite)
+        if is_sqlite:
+            sa.event.listen(engine, "connect", _sqlite_for_many_writers)
         try:
             migrate(engine)
         except SQLAlchemyError:
@@ -82,6 +85,15 @@ class Ledger:
         """Removes the attempts that ended before `moment` (the retention); answers how many."""
         with self.engine.begin() as connection:
             return connection.execute(plan_attempts.delete().where(plan_attempts.c.ended_at < moment)).rowcount
+
+
+def _sqlite_for_many_writers(connection: Any, _record: Any) -> None:
+    """WAL: readers never wait for the writer, and a commit costs no full sync of the file (the
+    ledger is a record, not the source of truth: losing the last commits to a power cut is fine)."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 def _conditions(search: Search) -> list[sa.ColumnElement[bool]]:
