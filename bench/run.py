@@ -72,6 +72,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help=f"smoke run: plans {QUICK_PLANS} only")
     parser.add_argument(
+        "--modes",
+        help=f"comma-separated modes to run (default: all of {', '.join(mode.name for mode in MODES)})",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=ROOT / "bench" / "results.json",
@@ -79,6 +83,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.plans = list(QUICK_PLANS) if args.quick else sorted({int(part) for part in args.plans.split(",")})
+    known = {mode.name for mode in MODES}
+    args.modes = known if args.modes is None else {part.strip() for part in args.modes.split(",")}
+    if args.modes - known:
+        parser.error(f"unknown modes {sorted(args.modes - known)}; known: {sorted(known)}")
     return args
 
 
@@ -258,8 +266,8 @@ class Progress:
         )
 
 
-def benchmark(workspace: Workspace, plan_counts: list[int]) -> dict[str, Any]:
-    modes = [mode for mode in MODES if not unavailable(mode)]
+def benchmark(workspace: Workspace, plan_counts: list[int], names: set[str]) -> dict[str, Any]:
+    modes = [mode for mode in MODES if mode.name in names and not unavailable(mode)]
     runs_per_count = {n: [mode for mode in modes if n >= mode.min_plans] for n in plan_counts}
     progress = Progress(
         len(PARSE_FLOW_COUNTS)
@@ -283,8 +291,9 @@ def benchmark(workspace: Workspace, plan_counts: list[int]) -> dict[str, Any]:
             with progress.step(f"no-op floor, {run['shape']['items']} items x {len(run['shape']['steps'])} steps"):
                 noop = measure_noop(workspace, run["shape"])
             row = run_row(mode, plans, run, noop, http, transform)
-            if mode.name == SINGLE and plans == GOAL_PLANS:
-                row.update(single_goal(row, next(r for r in run_rows if r["mode"] == PER_STEP and r["plans"] == plans)))
+            per_step = [r for r in run_rows if r["mode"] == PER_STEP and r["plans"] == plans]
+            if mode.name == SINGLE and plans == GOAL_PLANS and per_step:
+                row.update(single_goal(row, per_step[0]))
             if mode.batched and plans == GOAL_PLANS:
                 with progress.step("no-op floor, one batch"):
                     row.update(batch_goal(row, measure_noop(workspace, {**run["shape"], "items": 1})))
@@ -395,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     started, load_before, code = perf_counter(), os.getloadavg(), code_version()
     workspace = Workspace()
     try:
-        measured = benchmark(workspace, args.plans)
+        measured = benchmark(workspace, args.plans, args.modes)
     except BenchmarkError as error:
         print(f"\nbenchmark failed: {error}\n(measurement folders kept in {workspace.root})", file=sys.stderr)
         return 1

@@ -3,10 +3,12 @@ checkpoint kept after the ERP phase, a second try that runs only what is left, a
 
 from __future__ import annotations
 
+import json
+
 from fakes.data import make_plan
 from order_cancel.clients.erp import ErpAnswer
 from order_cancel.pipeline.batch import BatchCheckpoint, BatchRunner
-from order_cancel.pipeline.plan import PlanRef, Stage, WorkItem
+from order_cancel.pipeline.plan import PlanProgress, PlanRef, Stage, WorkItem
 from order_cancel.pipeline.steps import PlanPipeline
 from order_cancel.pipeline.summary import summarize
 from tests.fake_clients import FakeClients, FakeErpClient, FakeOmnitronClient
@@ -95,3 +97,35 @@ def test_the_summary_names_each_plans_relation_outcome_and_failed_stage(tmp_path
     assert summary.rows[2]["error"].startswith("write_omnitron: OmnitronError: Omnitron POST")
     assert summary.rows[3]["error"] == "did not finish (see the plan's task instances)"
     assert [row["plan"] for row in summary.failed] == [3, 4]
+
+
+class DictStateStore:
+    """The task state store's get/set, in memory (the end-to-end tests use Airflow's own)."""
+
+    def __init__(self):
+        self.values: dict = {}
+
+    def get(self, key):
+        return self.values.get(key)
+
+    def set(self, key, value):
+        self.values[key] = value
+
+
+def test_a_big_checkpoint_is_stored_compressed_in_few_pieces_each_under_the_store_limit():
+    from order_cancel.airflow.run_data import BATCH_STATE, load_state, save_state
+
+    plans = {
+        str(pk): PlanProgress(ref=PlanRef(plan_pk=pk, order_number=f"4294{pk:05d}", modified_date="2026-03-01"))
+        for pk in range(2000)
+    }
+    checkpoint = BatchCheckpoint(plans=plans)
+    store = DictStateStore()
+    save_state(store, BATCH_STATE, checkpoint)
+    save_state(store, BATCH_STATE, checkpoint)  # a second save goes to the other slot
+
+    index = store.get(BATCH_STATE)
+    assert index["encoding"] == "zlib+base64" and index["slot"] == 1
+    assert index["pieces"] < len(checkpoint.model_dump_json()) / 30_000 / 4, "compressed: far fewer pieces"
+    assert all(len(json.dumps(value)) < 64 * 1024 for value in store.values.values())
+    assert load_state(store, BATCH_STATE, BatchCheckpoint) == checkpoint

@@ -15,7 +15,8 @@ Task ids of a flow's DAG, and its XComs (Airflow clears a task instance's XComs 
 * `summary` pushes the run's rows under `plans`.
 
 The task state store (kept across a task instance's retries and clears): a one-task-per-plan
-instance's `progress`, a batch's checkpoint `batch`.
+instance's `progress`, a batch's checkpoint `batch` (JSON text; a large one zlib-compressed and
+base64-encoded, in pieces).
 
 Airflow Variables, per flow: `order_cancel.<flow_id>.completed_watermark` (a completed flow's
 watermark) and `order_cancel.<flow_id>.run_seconds` (the latest run times, for the alarms).
@@ -27,7 +28,9 @@ their HTTP calls.
 
 from __future__ import annotations
 
+import base64
 import json
+import zlib
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -64,6 +67,7 @@ BATCH_STATE = "batch"
 # A state value is stored in pieces of at most this many characters of JSON text, so that Airflow's
 # [state_store] max_value_storage_bytes (64 KB by default) is never exceeded once JSON-encoded again.
 _STATE_PIECE = 30_000
+_PACKED = "zlib+base64"
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -218,18 +222,22 @@ def pull_hand_over(ti: Any, handed: dict[str, Any]) -> tuple[WorkItem, PlanProgr
 
 
 def save_state(state: Any, key: str, value: BaseModel) -> None:
-    """A model in the task state store, in pieces; its index is written last and names a slot of its
-    own, so that a task lost while saving leaves the previous value whole."""
+    """A model in the task state store: as JSON text when small, else compressed, in pieces; the
+    index is written last and names a slot of its own, so that a task lost while saving leaves the
+    previous value whole."""
     text = value.model_dump_json()
     if len(text) <= _STATE_PIECE:
         state.set(key, {"value": text})
         return
+    # A batch's checkpoint is hundreds of plans' records, mostly repeated keys: compressed it needs
+    # a fraction of the pieces, each a round trip to the API server.
+    packed = base64.b64encode(zlib.compress(text.encode(), level=1)).decode("ascii")
     previous = state.get(key) or {}
     slot = 1 - previous.get("slot", 1)
-    pieces = [text[start : start + _STATE_PIECE] for start in range(0, len(text), _STATE_PIECE)]
+    pieces = [packed[start : start + _STATE_PIECE] for start in range(0, len(packed), _STATE_PIECE)]
     for index, piece in enumerate(pieces):
         state.set(f"{key}.{slot}.{index}", piece)
-    state.set(key, {"slot": slot, "pieces": len(pieces)})
+    state.set(key, {"slot": slot, "pieces": len(pieces), "encoding": _PACKED})
 
 
 def load_state(state: Any, key: str, model: type[M]) -> M | None:
@@ -238,7 +246,10 @@ def load_state(state: Any, key: str, model: type[M]) -> M | None:
         return None
     if "value" in index:
         return model.model_validate_json(index["value"])
-    return model.model_validate_json("".join(state.get(f"{key}.{index['slot']}.{n}") for n in range(index["pieces"])))
+    joined = "".join(state.get(f"{key}.{index['slot']}.{n}") for n in range(index["pieces"]))
+    if index.get("encoding") != _PACKED:  # saved by an earlier version, as plain JSON text
+        return model.model_validate_json(joined)
+    return model.model_validate_json(zlib.decompress(base64.b64decode(joined)))
 
 
 def push_summary(ti: Any, summary: RunSummary) -> None:
