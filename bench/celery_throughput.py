@@ -47,8 +47,7 @@ import psutil
 import yaml
 
 from devtools.airflow_env import ROOT
-from devtools.celery_stack import CeleryStack, CeleryStackConfig, check_services, drop_database
-from devtools.stack import free_ports
+from devtools.celery_stack import CeleryStack, CeleryStackConfig, check_services, drop_database, throwaway_config
 from devtools.stack_client import AirflowRest, FakesClient
 from fakes.data import make_plan
 
@@ -288,21 +287,14 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def stack_config(base: Path, concurrency: int) -> CeleryStackConfig:
-    port, omnitron_port, erp_port = free_ports(3)
-    return CeleryStackConfig(
-        home=base / "airflow-home",
-        port=port,
-        omnitron_port=omnitron_port,
-        erp_port=erp_port,
-        plans=0,
+    return throwaway_config(
+        base,
         flows_dir=base / "flows",
+        database="airflow_order_cancel_bench",
+        redis_db=9,
         manual_only=True,
         workers=1,
         concurrency=concurrency,
-        redis_db=9,
-        fresh=True,
-        database="airflow_order_cancel_bench",
-        inherit_airflow_env=False,
         # A busy 2-core machine must not time out healthy tasks: keep a roomy heartbeat timeout here.
         heartbeat_timeout=60,
     )

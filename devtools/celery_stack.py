@@ -50,6 +50,7 @@ from devtools.stack import (
     banner_lines,
     base_env,
     fakes_command,
+    free_ports,
     get_json,
     marked_processes,
     port_in_use,
@@ -113,6 +114,25 @@ class CeleryStackConfig:
 
 
 # --- PostgreSQL and Redis ------------------------------------------------------------------------
+
+
+def throwaway_config(base: Path, *, flows_dir: Path, database: str, redis_db: int, **settings) -> CeleryStackConfig:
+    """A stack for one test, benchmark or soak: its home under `base`, free ports, no demo plans, a
+    fresh database and Redis database of its own, nothing of the caller's Airflow environment."""
+    port, omnitron_port, erp_port = free_ports(3)
+    return CeleryStackConfig(
+        home=base / "airflow-home",
+        port=port,
+        omnitron_port=omnitron_port,
+        erp_port=erp_port,
+        plans=0,
+        flows_dir=flows_dir,
+        fresh=True,
+        database=database,
+        redis_db=redis_db,
+        inherit_airflow_env=False,
+        **settings,
+    )
 
 
 def _pg_admin(config: CeleryStackConfig):

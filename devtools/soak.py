@@ -38,9 +38,8 @@ from typing import Any
 import yaml
 
 from devtools.airflow_env import ROOT
-from devtools.celery_stack import CeleryStack, CeleryStackConfig, drop_database
+from devtools.celery_stack import CeleryStack, CeleryStackConfig, drop_database, throwaway_config
 from devtools.soak_check import Records, SoakFlow, Verdict, check, summary_rows
-from devtools.stack import free_ports
 from devtools.stack_client import AirflowRest, FakesClient, RestError
 from fakes.data import make_plan
 
@@ -214,22 +213,15 @@ def stack_config(args: argparse.Namespace, base: Path) -> CeleryStackConfig:
     since = dt.datetime.now(dt.UTC).isoformat()
     for flow in FLOWS:
         (flows_dir / f"{flow.flow_id}.yaml").write_text(yaml.safe_dump(flow_document(flow, since), sort_keys=False))
-    port, omnitron_port, erp_port = free_ports(3)
-    return CeleryStackConfig(
-        home=base / "airflow-home",
-        port=port,
-        omnitron_port=omnitron_port,
-        erp_port=erp_port,
-        plans=0,
+    return throwaway_config(
+        base,
         flows_dir=flows_dir,
+        database=f"airflow_order_cancel_soak_{os.getpid()}",
+        redis_db=10,
         workers=2,
         concurrency=4,
-        redis_db=9,
-        fresh=True,
-        database=f"airflow_order_cancel_soak_{os.getpid()}",
         heartbeat_timeout=15,
         queued_timeout=30,
-        inherit_airflow_env=False,
     )
 
 

@@ -39,13 +39,18 @@ def plan_labels(run: RunResult, flow_mode: str) -> dict[str, str]:
     return {task.label.split(" · ")[0]: task.label for task in tasks}
 
 
-@every_layout
-def test_each_label_says_what_became_of_its_plan(flows, omnitron, erp_servers, flow_mode):
-    erp = erp_servers["token"]
+def four_outcomes(omnitron, erp) -> None:
+    """Plans 1 to 4: approved, rejected by the ERP (422), left for later (ERP 503), and accepted by the
+    ERP but failed at its Omnitron write (for good)."""
     omnitron.add_plans([make_plan(pk, order_pk=100 + pk) for pk in (1, 2, 3, 4)])
     erp.respond(match={"pk": 2}, status=422, body={"error": "shipped"})
     erp.respond(match={"pk": 3}, status=503, body={"error": "maintenance"})
     omnitron.add_fault("POST", APPROVE.format(order=104), status=500, times=None)
+
+
+@every_layout
+def test_each_label_says_what_became_of_its_plan(flows, omnitron, erp_servers, flow_mode):
+    four_outcomes(omnitron, erp_servers["token"])
     flows.write()
 
     run = flows.run()

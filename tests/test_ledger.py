@@ -20,6 +20,7 @@ from order_cancel.airflow.run_data import watermark_variable
 from order_cancel.ledger import reconcile as kinds
 from tests.conftest import LEDGER_ENV, every_layout
 from tests.flow_runner import variable
+from tests.test_layouts import four_outcomes
 
 APPROVE = "/api/v1/orders/{order}/cancellation_approved_order/"
 # Each layout's task holding a plan's Omnitron write.
@@ -54,10 +55,7 @@ def bookings(erp) -> list[int]:
 @every_layout
 def test_every_attempt_at_every_plan_is_in_the_ledger(flows, omnitron, erp_servers, flow_mode):
     erp = erp_servers["token"]
-    omnitron.add_plans([make_plan(pk, order_pk=100 + pk) for pk in (1, 2, 3, 4)])
-    erp.respond(match={"pk": 2}, status=422, body={"error": "shipped"})
-    erp.respond(match={"pk": 3}, status=503, body={"error": "maintenance"})
-    omnitron.add_fault("POST", APPROVE.format(order=104), status=500, times=None)
+    four_outcomes(omnitron, erp)
     flows.write()
 
     run = flows.run()

@@ -51,6 +51,21 @@ def label(plan: dict, outcome: str) -> str:
 FAILED, APPROVED = "failed at Omnitron write", "approved"
 
 
+def approve_fails(stack, plan: dict) -> None:
+    """Omnitron answers 500 to the approval of this plan, for good."""
+    stack.fake(
+        "POST",
+        f"{stack.omnitron}/_fake/faults",
+        json={
+            "method": "POST",
+            "path_regex": f"/orders/{plan['order']['pk']}/cancellation_approved_order/",
+            "status": 500,
+            "body": {"detail": "omnitron is down"},
+            "times": None,
+        },
+    )
+
+
 def run_state_badge(page: Page, run_id: str):
     heading = page.get_by_role("heading", name=run_id, exact=True, level=2)
     return heading.locator("xpath=..").get_by_test_id("state-badge")
@@ -68,17 +83,7 @@ def test_a_plan_failed_by_omnitron_is_fixed_and_cleared_in_the_ui(browser, page,
     failing = plans[1]
     # Omnitron answers 500 to the approval of one plan, for good: its write_omnitron task fails (retries 0).
     ui_stack.fake("DELETE", f"{ui_stack.omnitron}/_fake/faults")
-    ui_stack.fake(
-        "POST",
-        f"{ui_stack.omnitron}/_fake/faults",
-        json={
-            "method": "POST",
-            "path_regex": f"/orders/{failing['order']['pk']}/cancellation_approved_order/",
-            "status": 500,
-            "body": {"detail": "omnitron is down"},
-            "times": None,
-        },
-    )
+    approve_fails(ui_stack, failing)
     try:
         # Log in through the login form.
         log_in(page, base)

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from fakes import make_plan
-from tests.browser.test_airflow_ui import DAG_ID, erp_calls, log_in
+from tests.browser.test_airflow_ui import DAG_ID, approve_fails, erp_calls, log_in
 
 try:
     from playwright.sync_api import expect
@@ -18,20 +18,6 @@ except ImportError:  # not skipped: the `browser` fixture fails every test here 
 
 PLANS_TITLE = "Order cancel plans"
 FAILED, APPROVED = "failed at Omnitron write", "approved"
-
-
-def approve_fails(stack, plan: dict) -> None:
-    stack.fake(
-        "POST",
-        f"{stack.omnitron}/_fake/faults",
-        json={
-            "method": "POST",
-            "path_regex": f"/orders/{plan['order']['pk']}/cancellation_approved_order/",
-            "status": 500,
-            "body": {"detail": "omnitron is down"},
-            "times": None,
-        },
-    )
 
 
 def triggered_run(stack) -> str:

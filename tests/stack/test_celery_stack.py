@@ -26,8 +26,8 @@ import pytest
 import yaml
 
 from devtools.airflow_env import ROOT
-from devtools.celery_stack import CeleryStack, CeleryStackConfig, ServiceUnavailable, check_services, drop_database
-from devtools.stack import command_line, free_ports, port_listening
+from devtools.celery_stack import CeleryStack, ServiceUnavailable, check_services, drop_database, throwaway_config
+from devtools.stack import command_line, port_listening
 from devtools.stack_client import AirflowRest, FakesClient
 from fakes.data import make_plan
 
@@ -97,24 +97,18 @@ def celery_stack(tmp_path_factory):
     shutil.copytree(ROOT / "include" / "flows" / "mappings", flows / "mappings")
     for document in FLOWS:
         (flows / f"{document['flow_id']}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
-    port, omnitron_port, erp_port = free_ports(3)
-    config = CeleryStackConfig(
-        home=base / "airflow-home",
-        port=port,
-        omnitron_port=omnitron_port,
-        erp_port=erp_port,
-        plans=0,
+    config = throwaway_config(
+        base,
         flows_dir=flows,
+        database=f"airflow_order_cancel_test_{os.getpid()}",
+        redis_db=8,
         manual_only=True,
         workers=2,
         concurrency=4,
-        redis_db=8,
-        fresh=True,
-        database=f"airflow_order_cancel_test_{os.getpid()}",
         heartbeat_timeout=HEARTBEAT_TIMEOUT,
         queued_timeout=QUEUED_TIMEOUT,
-        inherit_airflow_env=False,  # tests/conftest.py set up a SQLite Airflow in this process
     )
+    port, omnitron_port, erp_port = config.port, config.omnitron_port, config.erp_port
     try:
         check_services(config)
     except ServiceUnavailable as exc:
