@@ -3,7 +3,7 @@ the real scheduler) for a bounded time, while new plans keep arriving and a seed
 injects faults; then an independent checker (devtools/soak_check.py) reads only what the fakes
 recorded and fails on any plan lost, booked twice, or written without the ERP's acceptance.
 
-    bin/soak [--minutes 30] [--seed 7] [--fault-every 12] [--arrive-every 10] [--arrivals 3]
+    bin/soak [--minutes 30] [--seed 7] [--fault-every 12] [--arrive-every 15] [--arrivals 1]
              [--max-plans 5000] [--drain-minutes 8] [--out artifacts/soak/soak.json]
 
 Four flows, each on a channel of its own and scheduled every minute: per step (waiting), one task per
@@ -98,7 +98,7 @@ class Chaos:
             "ERP 5xx": lambda: self._erp(status=503, body={"error": "down"}, times=self.rng.randint(2, 8)),
             "ERP 429 with Retry-After": lambda: self._erp(status=429, headers={"Retry-After": "1"}, times=4),
             "ERP timeout after booking": lambda: self._erp(delay=ERP_TIMEOUT_SECONDS + 2, book=True, times=2),
-            "ERP slow answers": lambda: self._erp(delay=2.0, times=6),
+            "ERP slow answers": lambda: self._erp(delay=2.0, book=True, status=201, times=6),
             "ERP 401 storm": lambda: self._erp(status=401, body={"error": "expired"}, times=8),
             "ERP connection resets": lambda: self._erp(drop_connection=True, times=4),
             "ERP token expiry": lambda: self.fakes.expire_tokens("erp"),
@@ -375,8 +375,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--minutes", type=float, default=30, help="minutes of faults (default %(default)s)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--fault-every", type=float, default=12, help="seconds between faults, on average")
-    parser.add_argument("--arrive-every", type=float, default=10, help="seconds between arrivals of new plans")
-    parser.add_argument("--arrivals", type=int, default=3, help="new plans per flow at each arrival")
+    parser.add_argument("--arrive-every", type=float, default=15, help="seconds between arrivals of new plans")
+    parser.add_argument("--arrivals", type=int, default=1, help="new plans per flow at each arrival")
     parser.add_argument("--max-plans", type=int, default=5000, help="at most this many plans in all")
     parser.add_argument("--drain-minutes", type=float, default=8, help="at most this long to deliver the rest")
     parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "soak" / "soak.json")

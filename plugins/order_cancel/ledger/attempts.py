@@ -37,17 +37,9 @@ class TaskTry(BaseModel):
     dag_version: str | None = None
 
 
-class Attempt(BaseModel):
-    """A ledger row."""
+class Attempt(TaskTry):
+    """A ledger row: where the attempt ran, and what it did."""
 
-    model_config = ConfigDict(frozen=True)
-
-    flow_id: str
-    run_id: str
-    task_id: str
-    map_index: int
-    try_number: int
-    dag_version: str | None
     plan_pk: int | None
     order_number: str | None
     transaction_pk: int | None
