@@ -84,9 +84,9 @@ def test_the_summary_names_each_plans_relation_outcome_and_failed_stage(tmp_path
     erp = FakeErpClient(lambda body: ErpAnswer(status_code=422 if body["pk"] == 2 else 201))
     omnitron = FakeOmnitronClient(failing={3: 5})
     plans = runner(make_flow(tmp_path), omnitron, erp).run(items(1, 2, 3), BatchCheckpoint(), Saves())
-    refs = [plan.progress.ref for plan in plans] + [PlanRef(plan_pk=4, order_number="429453004")]
+    never_ran = PlanProgress(ref=PlanRef(plan_pk=4, order_number="429453004"))
 
-    summary = summarize(refs, [record for plan in plans for record in plan.progress.records])
+    summary = summarize([plan.progress for plan in plans] + [never_ran])
 
     assert [(row["plan"], row["relation"], row["omnitron"]) for row in summary.rows] == [
         (1, "continue", "approved"),

@@ -31,14 +31,14 @@ from __future__ import annotations
 import base64
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
 from airflow.sdk.bases.xcom import BaseXCom
 from pydantic import BaseModel
 
 from order_cancel.pipeline.plan import RECORDS, PlanProgress, PlanRef, Stage, StepRecord, WorkItem
-from order_cancel.pipeline.summary import RunSummary
+from order_cancel.pipeline.summary import RunSummary, progress_by_plan
 
 LOGIN_TASK = "login"
 FETCH_TASK = "fetch_plans"
@@ -127,15 +127,6 @@ def pull_batch(ti: Any) -> list[WorkItem]:
     return [WorkItem.model_validate(item) for item in stored]
 
 
-def fetched_refs(ti: Any) -> list[PlanRef] | None:
-    """The refs fetch_plans handed out, in order; None when it did not succeed."""
-    mapped = ti.xcom_pull(task_ids=FETCH_TASK)
-    if mapped is None:
-        return None
-    flat = [entry for group in mapped for entry in (group if isinstance(group, list) else [group])]
-    return [PlanRef.model_validate(entry["ref"]) for entry in flat]
-
-
 # -- plan tasks: step records ---------------------------------------------------------------------
 
 
@@ -171,22 +162,31 @@ def push_batch(ti: Any, plans: list[PlanProgress]) -> None:
     ti.xcom_push(key=RETURN_KEY, value=encode([plan.model_dump(mode="json") for plan in plans]))
 
 
-def pull_batch_records(ti: Any) -> list[StepRecord]:
-    """Every step record of the run's batches."""
-    texts = ti.xcom_pull(task_ids=[BATCH_TASK]) or []
-    return [
-        record
-        for text in texts
-        if text
-        for plan in decode(text)
-        for record in PlanProgress.model_validate(plan).records
-    ]
-
-
-def run_records(ti: Any, plan_task_ids: list[str], *, batches: bool) -> list[StepRecord]:
-    """Every step record of a run's plans: its plan tasks' and, in the batch layout, its batches'."""
+def run_progress(ti: Any, plan_task_ids: list[str], *, batches: bool) -> Iterator[PlanProgress] | None:
+    """Each plan fetch_plans handed out, in order, with its progress from every task that worked on
+    it; None when fetch_plans did not succeed."""
+    mapped = ti.xcom_pull(task_ids=FETCH_TASK)
+    if mapped is None:
+        return None
     records = pull_stage_records(ti, plan_task_ids)
-    return pull_batch_records(ti) + records if batches else records
+    if not batches:
+        return iter(progress_by_plan([PlanRef.model_validate(entry["ref"]) for entry in mapped], records).values())
+    return _batches_progress(ti, mapped, records)
+
+
+def _batches_progress(ti: Any, mapped: list[list[Any]], records: list[StepRecord]) -> Iterator[PlanProgress]:
+    """One batch's records at a time in memory: a run of thousands of plans would otherwise hold all
+    their records at once. A batch's failed plans add the records of their own tasks."""
+    handed_over: dict[Any, list[StepRecord]] = {}
+    for record in records:
+        handed_over.setdefault(record.ref.plan_pk, []).append(record)
+    for index, group in enumerate(mapped):
+        text = ti.xcom_pull(task_ids=BATCH_TASK, map_indexes=index)
+        done = {plan["ref"]["plan_pk"]: plan["records"] for plan in decode(text)} if text else {}
+        for entry in group:
+            ref = PlanRef.model_validate(entry["ref"])
+            own = RECORDS.validate_python(done.get(ref.plan_pk, [])) + handed_over.get(ref.plan_pk, [])
+            yield progress_by_plan([ref], own)[ref.plan_pk]
 
 
 def _encode_records(records: Sequence[StepRecord]) -> str:

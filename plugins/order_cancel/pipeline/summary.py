@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,7 +93,6 @@ def summary_row(progress: PlanProgress) -> dict[str, Any]:
     }
 
 
-def summarize(refs: list[PlanRef], records: Sequence[StepRecord]) -> RunSummary:
-    """The run's plans, in the order they were fetched, with what their records say."""
-    plans = progress_by_plan(refs, records)
-    return RunSummary([summary_row(plans[ref.plan_pk]) for ref in refs])
+def summarize(plans: Iterable[PlanProgress]) -> RunSummary:
+    """The run's plans, in the order given, with what their records say."""
+    return RunSummary([summary_row(progress) for progress in plans])

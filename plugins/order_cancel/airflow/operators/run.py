@@ -24,7 +24,7 @@ from order_cancel.pipeline.batch import batches
 from order_cancel.pipeline.fetch import fetch_completed, fetch_work_items
 from order_cancel.pipeline.plan import WorkItem
 from order_cancel.pipeline.report import RunReport, crossed, recent_run_times
-from order_cancel.pipeline.summary import progress_by_plan, summarize
+from order_cancel.pipeline.summary import summarize
 from order_cancel.pipeline.watermark import Watermark, Window, iso, run_window
 
 
@@ -123,13 +123,15 @@ class AdvanceWatermarkOperator(FlowOperator):
         if proposed is None:
             self.log.info("Nothing to move: no plans were fetched from the watermark in this run")
             return None
-        refs = run_data.fetched_refs(ti) or []
-        records = run_data.run_records(ti, self.plan_task_ids, batches=self.flow.layout is Layout.BATCH)
-        plans = progress_by_plan(refs, records)
-        left = [pk for pk, progress in plans.items() if progress.undecided]
+        taken: list[Any] = []
+        left: list[Any] = []
+        for progress in run_data.run_progress(ti, self.plan_task_ids, batches=self.flow.layout is Layout.BATCH) or []:
+            taken.append(progress.ref.plan_pk)
+            if progress.undecided:
+                left.append(progress.ref.plan_pk)
         key = run_data.watermark_variable(self.flow.flow_id)
         stored = Variable.get(key, default=None)
-        moved = Watermark.loads(proposed).after_run(plans, left, dt.datetime.now(dt.UTC))
+        moved = Watermark.loads(proposed).after_run(taken, left, dt.datetime.now(dt.UTC))
         advanced = moved.later(Watermark.loads(stored) if stored else None).dumps()
         Variable.set(key, advanced)
         if left:
@@ -152,11 +154,10 @@ class RunSummaryOperator(FlowOperator):
     @long_lived_objects_frozen()
     def run(self, context: Any) -> None:
         ti = context["ti"]
-        refs = run_data.fetched_refs(ti)
-        if refs is None:
+        plans = run_data.run_progress(ti, self.plan_task_ids, batches=self.flow.layout is Layout.BATCH)
+        if plans is None:
             raise AirflowFailException("no plans were fetched: the login or fetch_plans task did not succeed")
-        records = run_data.run_records(ti, self.plan_task_ids, batches=self.flow.layout is Layout.BATCH)
-        summary = summarize(refs, records)
+        summary = summarize(plans)
         for line in summary.lines():
             self.log.info("%s", line)
         # Published before failing, so a red run still shows what happened to each plan.
