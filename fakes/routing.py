@@ -12,11 +12,13 @@ from .messages import RecordedRequest, Reply
 
 @dataclass
 class Rule:
-    """A scripted answer used up to ``times`` times (None = forever) by requests it ``matches``."""
+    """A scripted answer used up to ``times`` times (None = forever) by requests it ``matches``,
+    once the first ``after`` of them went through unchanged."""
 
     matches: Callable[[RecordedRequest], bool]
     reply: Reply
     times: int | None = 1
+    after: int = 0
 
 
 @dataclass
@@ -39,6 +41,9 @@ class RuleList:
         with self._lock:
             for rule in self._rules:
                 if rule.matches(request):
+                    if rule.after > 0:
+                        rule.after -= 1
+                        continue
                     if rule.times is not None:
                         rule.times -= 1
                         if rule.times <= 0:

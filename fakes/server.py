@@ -136,10 +136,12 @@ class FakeServer:
         delay: float = 0.0,
         times: int | None = 1,
         drop_connection: bool = False,
+        after: int = 0,
     ) -> None:
         """Answer matching requests (method or "*", ``re.search`` on the path) with this instead.
 
-        Faults are checked before any normal handling, newest first; ``times=None`` = forever.
+        Faults are checked before any normal handling, newest first; ``times=None`` = forever;
+        ``after``: the first that many matching requests are answered normally.
         """
         pattern = re.compile(path_regex)
         method = method.upper()
@@ -148,7 +150,7 @@ class FakeServer:
             return method in ("*", request.method) and bool(pattern.search(request.path))
 
         reply = Reply(status, body, raw_body, headers, delay, drop_connection)
-        self._faults.add(Rule(matches, reply, times))
+        self._faults.add(Rule(matches, reply, times, after))
 
     def clear_faults(self) -> None:
         self._faults.clear()

@@ -207,6 +207,34 @@ def test_a_completed_flow_delivers_what_an_erp_outage_left_behind(flows, omnitro
     assert bookings(erp) == [1, 2, 3, 4], "nothing left: nothing sent again"
 
 
+@every_layout
+def test_a_completed_flow_keeps_plans_whose_erp_call_failed_without_an_answer(flows, omnitron, erp_servers):
+    """Found by the chaos soak: a plan whose task failed before the ERP's answer, for a reason a
+    retry may mend (here its re-login met an ERP 503), was left behind the watermark, never
+    delivered. Beside it, a plan whose answer was lost after the ERP booked it."""
+    erp = erp_servers["token"]
+    omnitron.add_plans([completed_plan(pk) for pk in (1, 2, 3)])
+    erp.respond(match={"pk": 2}, status=401, times=None)
+    # The login task's login passes, every later one fails (a batch's failed plan tries again).
+    erp.add_fault("POST", r"^/api/auth/login$", status=503, after=1, times=None)
+    erp.respond(match={"pk": 3}, drop_connection=True, book=True, times=1)
+    flows.write(**COMPLETED)
+
+    lost = flows.run()
+
+    assert lost.state == "failed"
+    assert bookings(erp) == [1, 3]
+    assert sorted(json.loads(variable(watermark_variable("acme_cancel")))["pending"]) == ["2", "3"]
+
+    erp.clear_faults()
+    erp.clear_responses()
+    recovered = flows.run()
+
+    assert recovered.state == "success"
+    assert bookings(erp) == [1, 2, 3], "plan 3 resent under its key: booked once"
+    assert "pending" not in json.loads(variable(watermark_variable("acme_cancel")))
+
+
 def test_a_plan_pending_past_retry_pending_for_is_given_up_and_reported(flows, omnitron, erp_servers, capsys):
     erp = erp_servers["token"]
     omnitron.add_plans([completed_plan(pk) for pk in (1, 2)])
