@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from order_cancel.clients.connection import ConnectionFields
+from order_cancel.ledger.attempts import Attempt
 from order_cancel.ledger.location import LedgerSettingsError, from_connection, from_environment
 from order_cancel.ledger.schema import SCHEMA_VERSION, LedgerVersionError, ledger_version, migrate
 from order_cancel.ledger.store import Ledger, Search
@@ -74,3 +75,44 @@ def test_a_watermark_further_on_keeps_this_runs_pending_plans():
         "modified_date": "2026-03-01T12:00:00Z",
         "plan_pks": [],
     }
+
+
+def attempt(plan_pk: int) -> Attempt:
+    return Attempt(
+        flow_id="acme_cancel",
+        run_id="manual__1",
+        task_id="plan_batch",
+        map_index=0,
+        try_number=1,
+        dag_version=None,
+        plan_pk=plan_pk,
+        order_number=f"4294521{plan_pk:02d}",
+        transaction_pk=None,
+        idempotency_key=None,
+        steps="mapping,write_erp",
+        step_reached="write_erp",
+        relation="continue",
+        accepted=True,
+        erp_status_code=201,
+        erp_sends=1,
+        erp_request=None,
+        erp_answer=None,
+        erp_no_answer=None,
+        omnitron_outcome=None,
+        omnitron_call=None,
+        outcome="accepted by the ERP",
+        error=None,
+        failed_step=None,
+        started_at=NOW,
+        ended_at=NOW,
+    )
+
+
+def test_the_attempts_of_several_plans_in_one_search(tmp_path):
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger.write([attempt(pk) for pk in (1, 2, 3)])
+
+    found = ledger.find(Search(plan_pks=[1, 3], limit=None))
+
+    assert [a.plan_pk for a in found] == [1, 3]
+    assert ledger.find(Search(plan_pks=[])) == []

@@ -29,6 +29,8 @@ class Search:
 
     order_number: str | None = None
     plan_pk: int | None = None
+    plan_pks: Sequence[int] | None = None
+    """Any of these plans (a batch's, in one query)."""
     flow_ids: Sequence[str] | None = None
     """Only these flows (None: every flow); the page passes the flows the user may read."""
     run_id: str | None = None
@@ -102,6 +104,8 @@ def _conditions(search: Search) -> list[sa.ColumnElement[bool]]:
         conditions.append(table.order_number == search.order_number)
     if search.plan_pk is not None:
         conditions.append(table.plan_pk == search.plan_pk)
+    if search.plan_pks is not None:
+        conditions.append(table.plan_pk.in_(list(search.plan_pks)))
     if search.flow_ids is not None:
         conditions.append(table.flow_id.in_(list(search.flow_ids)))
     if search.run_id is not None:

@@ -128,7 +128,7 @@ def task_instance(user: GetUserDep, dag_id: str, run_id: str, task_id: str, map_
         return {"plans": []}
     in_run = ledger.find(Search(flow_ids=[dag_id], run_id=run_id, limit=None))
     pks = {a.plan_pk for a in in_run if (a.task_id, a.map_index) == (task_id, map_index) and a.plan_pk is not None}
-    every = [attempt for pk in pks for attempt in ledger.find(Search(flow_ids=[dag_id], plan_pk=pk, limit=None))]
+    every = ledger.find(Search(flow_ids=[dag_id], plan_pks=sorted(pks), limit=None))
     return {"plans": [_plan_json(history) for history in histories(every)]}
 
 
