@@ -19,3 +19,5 @@
 FROM astrocrpublic.azurecr.io/runtime:3.3-8-python-3.12
 
 ENV ORDER_CANCEL_FLOWS_DIR=/usr/local/airflow/include/flows
+# Under the CeleryExecutor each worker imports the package once; its tasks' processes inherit it.
+ENV AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS=order_cancel.airflow.celery_config.CELERY_CONFIG

@@ -202,6 +202,8 @@ def flush_broker(config: CeleryStackConfig) -> None:
 
 # --- the environment -----------------------------------------------------------------------------
 
+CELERY_CONFIG_OPTIONS = "order_cancel.airflow.celery_config.CELERY_CONFIG"
+
 
 def celery_env(config: CeleryStackConfig) -> dict[str, str]:
     omnitron_url, erp_url = config.fake_urls()
@@ -223,6 +225,8 @@ def celery_env(config: CeleryStackConfig) -> dict[str, str]:
             "AIRFLOW__CELERY__BROKER_URL": config.broker_url,
             "AIRFLOW__CELERY__RESULT_BACKEND": config.result_backend,
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(config.concurrency),
+            # Each worker imports the package once; its tasks' processes, forked from it, have it.
+            "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": CELERY_CONFIG_OPTIONS,
             # A worker that dies is noticed by its tasks' missing heartbeats: the scheduler fails (and
             # retries) a running task instance without a heartbeat for this long. Airflow's default,
             # 300 s checked every 10 s, is for a fleet; locally a killed worker shows within ~17 s.

@@ -4,7 +4,7 @@ injects faults; then an independent checker (devtools/soak_check.py) reads only 
 recorded and fails on any plan lost, booked twice, or written without the ERP's acceptance.
 
     bin/soak [--minutes 30] [--seed 7] [--fault-every 12] [--arrive-every 15] [--arrivals 1]
-             [--max-plans 5000] [--drain-minutes 8] [--out artifacts/soak/soak.json]
+             [--batch-arrivals 30] [--max-plans 5000] [--drain-minutes 8] [--out artifacts/soak/soak.json]
 
 Four flows, each on a channel of its own and scheduled every minute: per step (waiting), one task per
 plan (waiting), batches (waiting), and one task per plan on completed plans (the watermark and its
@@ -43,10 +43,11 @@ from devtools.soak_check import Records, SoakFlow, Verdict, check, summary_rows
 from devtools.stack_client import AirflowRest, FakesClient, RestError
 from fakes.data import make_plan
 
+BATCH_FLOW = "soak_batch"
 FLOWS = [
     SoakFlow("soak_step", "waiting", 1),
     SoakFlow("soak_single", "waiting", 2),
-    SoakFlow("soak_batch", "waiting", 3),
+    SoakFlow(BATCH_FLOW, "waiting", 3),
     SoakFlow("soak_completed", "completed", 2),
 ]
 ERP_TIMEOUT_SECONDS = 3
@@ -75,7 +76,7 @@ def flow_document(flow: SoakFlow, since: str) -> dict[str, Any]:
         "write_erp": {"url": flow.erp_path, "method": "POST"},
         "write_omnitron": {"next_state": "approved"},
     }
-    if flow.flow_id == "soak_batch":
+    if flow.flow_id == BATCH_FLOW:
         document["batch"] = {"size": 25, "concurrency": 4}
     else:
         document["plan_tasks"] = "per_step" if flow.flow_id == "soak_step" else "single"
@@ -165,10 +166,10 @@ def supervise(stack: CeleryStack) -> int:
 
 @dataclass
 class Arrivals:
-    """New plans, a few per flow at a time, up to a bound."""
+    """New plans, a few per flow at a time (`per_flow`: flow id -> plans), up to a bound."""
 
     fakes: FakesClient
-    per_flow: int
+    per_flow: dict[str, int]
     limit: int
     next_pk: int = FIRST_PLAN
     added: int = 0
@@ -178,7 +179,7 @@ class Arrivals:
             return
         plans = []
         for flow in FLOWS:
-            for _ in range(self.per_flow):
+            for _ in range(self.per_flow[flow.flow_id]):
                 modified = dt.datetime.now(dt.UTC)
                 plans.append(
                     make_plan(
@@ -192,6 +193,12 @@ class Arrivals:
                 self.next_pk += 1
         self.fakes.add_plans(plans)
         self.added += len(plans)
+
+
+def arrivals_per_flow(args: argparse.Namespace) -> dict[str, int]:
+    """The batch flow takes the volume (thousands of plans are what batches are for); the others
+    get what 2 cores process in their task-per-plan layouts."""
+    return {flow.flow_id: args.batch_arrivals if flow.flow_id == BATCH_FLOW else args.arrivals for flow in FLOWS}
 
 
 def records(fakes: FakesClient) -> Records:
@@ -316,7 +323,7 @@ def soak(args: argparse.Namespace) -> dict:
         stack,
         fakes,
         Chaos(stack, fakes, random.Random(args.seed)),
-        Arrivals(fakes, args.arrivals, args.max_plans),
+        Arrivals(fakes, arrivals_per_flow(args), args.max_plans),
     )
     passed = False
     try:
@@ -377,6 +384,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fault-every", type=float, default=12, help="seconds between faults, on average")
     parser.add_argument("--arrive-every", type=float, default=15, help="seconds between arrivals of new plans")
     parser.add_argument("--arrivals", type=int, default=1, help="new plans per flow at each arrival")
+    parser.add_argument("--batch-arrivals", type=int, default=30, help="new plans of the batch flow at each arrival")
     parser.add_argument("--max-plans", type=int, default=5000, help="at most this many plans in all")
     parser.add_argument("--drain-minutes", type=float, default=8, help="at most this long to deliver the rest")
     parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "soak" / "soak.json")
