@@ -62,6 +62,7 @@ def _reset(server):
     if hasattr(server, "clear_responses"):
         server.clear_responses()
         server.clear_bookings()
+        server.set_idempotency(True)  # as started: a test that turned it off must not leak into the next
 
 
 @pytest.fixture

@@ -107,41 +107,33 @@ def test_the_query_check_keeps_an_erp_that_ignores_idempotency_from_booking_a_pl
 ):
     erp = erp_servers["token"]
     erp.set_idempotency(False)
-    try:
-        omnitron.add_plans([make_plan(pk, order_pk=100 + pk) for pk in (1, 2)])
-        # The ERP books plan 1 and its answer never comes back in time.
-        erp.respond(match={"pk": 1}, delay=1.5, book=True, times=1)
-        flows.write(erp={"timeout_seconds": 0.5}, write_erp={"query_check": QUERY_CHECK})
+    omnitron.add_plans([make_plan(pk, order_pk=100 + pk) for pk in (1, 2)])
+    # The ERP books plan 1 and its answer never comes back in time.
+    erp.respond(match={"pk": 1}, delay=1.5, book=True, times=1)
+    flows.write(erp={"timeout_seconds": 0.5}, write_erp={"query_check": QUERY_CHECK})
 
-        first = flows.run()
-        assert first.summary[1]["relation"] == "do_nothing" and omnitron.plans[1]["status"] == "waiting"
-        assert first.summary[2]["omnitron"] == "approved"
-        second = flows.run()
+    first = flows.run()
+    assert first.summary[1]["relation"] == "do_nothing" and omnitron.plans[1]["status"] == "waiting"
+    assert first.summary[2]["omnitron"] == "approved"
+    second = flows.run()
 
-        assert (second.summary[1]["relation"], second.summary[1]["omnitron"]) == ("continue", "approved")
-        assert sorted(body["pk"] for body in erp.booked_bodies()) == [1, 2], "each plan booked once"
-        assert erp_writes(erp) == [1, 2], "plan 1 was not sent again: the ERP already had it"
-        checks = sorted(r.path for r in erp.requests if r.method == "GET")
-        assert checks == ["/api/cancellations/1", "/api/cancellations/1", "/api/cancellations/2"], (
-            "asked first, each run"
-        )
-        assert second.final(1)["relation"] == "continue" and omnitron.plans[1]["status"] == "approved"
-    finally:
-        erp.set_idempotency(True)
+    assert (second.summary[1]["relation"], second.summary[1]["omnitron"]) == ("continue", "approved")
+    assert sorted(body["pk"] for body in erp.booked_bodies()) == [1, 2], "each plan booked once"
+    assert erp_writes(erp) == [1, 2], "plan 1 was not sent again: the ERP already had it"
+    checks = sorted(r.path for r in erp.requests if r.method == "GET")
+    assert checks == ["/api/cancellations/1", "/api/cancellations/1", "/api/cancellations/2"], "asked first, each run"
+    assert second.final(1)["relation"] == "continue" and omnitron.plans[1]["status"] == "approved"
 
 
 def test_without_a_query_check_such_an_erp_books_the_plan_twice(flows, omnitron, erp_servers):
     erp = erp_servers["token"]
     erp.set_idempotency(False)
-    try:
-        omnitron.add_plans([make_plan(1, order_pk=101)])
-        erp.respond(match={"pk": 1}, delay=1.5, book=True, times=1)
-        flows.write(erp={"timeout_seconds": 0.5})
-        flows.run()
-        flows.run()
-        assert [body["pk"] for body in erp.booked_bodies()] == [1, 1], "the double booking the query check prevents"
-    finally:
-        erp.set_idempotency(True)
+    omnitron.add_plans([make_plan(1, order_pk=101)])
+    erp.respond(match={"pk": 1}, delay=1.5, book=True, times=1)
+    flows.write(erp={"timeout_seconds": 0.5})
+    flows.run()
+    flows.run()
+    assert [body["pk"] for body in erp.booked_bodies()] == [1, 1], "the double booking the query check prevents"
 
 
 @pytest.mark.parametrize("answer", [{"status": 503}, {"delay": 1.5}], ids=["5xx", "no-answer"])
