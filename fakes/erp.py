@@ -97,7 +97,7 @@ class FakeErp(FakeServer):
         match the whole path (a plain path works). ``method``: optional. ``book``: book the request
         first, as if the ERP had accepted it and then lost its answer (with ``delay``: a timeout).
         """
-        reply = Reply(status, body, raw_body, headers, delay, drop_connection, book)
+        reply = Reply(status, body, raw_body, headers, delay, drop_connection, apply=book)
         self._responses.add(Rule(_matcher(match, path, method), reply, times))
 
     def clear_responses(self) -> None:
@@ -138,7 +138,7 @@ class FakeErp(FakeServer):
         if not request.path.startswith(CRM_PREFIX) and not self._authorized(request):
             return _unauthorized()
         scripted = self._responses.take(request)
-        if scripted is not None and not scripted.book:
+        if scripted is not None and not scripted.apply:
             return scripted
         if request.method == "GET" and (found := self._lookup(request.path)) is not None:
             return found

@@ -63,8 +63,9 @@ class Reply:
     headers: dict[str, str] | None = None
     delay: float = 0.0
     drop_connection: bool = False
-    # The fake ERP books the request before it sends this reply (an answer lost after the booking).
-    book: bool = False
+    # The request takes effect before this reply is sent (the fake ERP books it, the fake Omnitron
+    # applies the write): an answer lost, or held, after the work was done.
+    apply: bool = False
 
     def payload(self) -> bytes:
         if self.raw_body is not None:

@@ -117,6 +117,10 @@ class FakeOmnitron(FakeServer):
         routes.add("POST", LOGIN_PATH, self._login)
         routes.add("GET", f"{API}/cancellation_plans/", self._list_plans)
         routes.add("GET", f"{API}/order_transactions/", self._list_transactions)
+        routes.add("GET", rf"{API}/cancellation_plans/(?P<pk>\d+)/", lambda r, pk: self._retrieve(self.plans, pk))
+        routes.add(
+            "GET", rf"{API}/order_transactions/(?P<pk>\d+)/", lambda r, pk: self._retrieve(self.order_transactions, pk)
+        )
         routes.add("POST", rf"{API}/orders/(?P<order_pk>\d+)/cancellation_approved_order/", self._approve)
         routes.add("POST", rf"{API}/cancellation_plans/(?P<pk>\d+)/update_status/", self._update_status)
         routes.add("POST", rf"{API}/order_transactions/(?P<pk>\d+)/create_mapping/", self._create_mapping)
@@ -164,6 +168,7 @@ class FakeOmnitron(FakeServer):
             "channel_type": equals(lambda t: self._channel_type_of_order(t["order"])),
             "channel_id__in": int_in("channel_id__in", lambda t: self._channel_of_order(t["order"])),
             "order_id": int_equals("order_id", lambda t: t["order"]),
+            "pk": int_equals("pk", lambda t: t["pk"]),
             **date_filters("modified_date", lambda t: t["modified_date"]),
         }
         with self._lock:  # held while filtering: the channel filters read self.orders
@@ -193,6 +198,11 @@ class FakeOmnitron(FakeServer):
     def _absolute(self, request: RecordedRequest) -> str:
         """Like DRF's build_absolute_uri: the Host the client used, so links work for it."""
         return f"http://{request.headers.get('Host') or f'{HOST}:{self.port}'}{request.path}"
+
+    def _retrieve(self, table: dict[int, dict], pk: str) -> Reply:
+        with self._lock:
+            found = table.get(int(pk))
+            return Reply(404, {"detail": "Not found."}) if found is None else Reply(200, copy.deepcopy(found))
 
     # --- writes ----------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ another process -- lives here once, so both fakes behave the same way.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 import socket
@@ -137,11 +138,15 @@ class FakeServer:
         times: int | None = 1,
         drop_connection: bool = False,
         after: int = 0,
+        apply: bool = False,
     ) -> None:
         """Answer matching requests (method or "*", ``re.search`` on the path) with this instead.
 
         Faults are checked before any normal handling, newest first; ``times=None`` = forever;
-        ``after``: the first that many matching requests are answered normally.
+        ``after``: the first that many matching requests are answered normally. ``apply``: the
+        request is handled as usual first (a write takes effect, the ERP books) and its own answer
+        is sent after ``delay``, or lost with ``drop_connection``: a client killed meanwhile has
+        done the work without hearing of it.
         """
         pattern = re.compile(path_regex)
         method = method.upper()
@@ -149,7 +154,7 @@ class FakeServer:
         def matches(request: RecordedRequest) -> bool:
             return method in ("*", request.method) and bool(pattern.search(request.path))
 
-        reply = Reply(status, body, raw_body, headers, delay, drop_connection)
+        reply = Reply(status, body, raw_body, headers, delay, drop_connection, apply)
         self._faults.add(Rule(matches, reply, times, after))
 
     def clear_faults(self) -> None:
@@ -170,7 +175,13 @@ class FakeServer:
                 return self.control_routes.dispatch(request)
             with self._lock:
                 self._requests.append(request)
-            return self._faults.take(request) or self.handle(request)
+            fault = self._faults.take(request)
+            if fault is None:
+                return self.handle(request)
+            if fault.apply:
+                handled = self.handle(request)
+                return dataclasses.replace(handled, delay=fault.delay, drop_connection=fault.drop_connection)
+            return fault
         except Exception as exc:
             traceback.print_exc()
             return Reply(500, {"detail": f"{self.name} crashed: {exc!r}"})
