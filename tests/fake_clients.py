@@ -38,33 +38,51 @@ class FakeErpClient:
         return sorted(body["pk"] for _, _, body, _ in self.sent)
 
 
-class FakeOmnitronClient:
-    """Records every write; `failing` names plan pks whose writes answer a 5xx (`fail_times` times)."""
+class LostWorker(BaseException):
+    """The worker died here: nothing after this line of the try runs (no step catches it)."""
 
-    def __init__(self, rejected: int = 0, failing: dict[Any, int] | None = None):
+
+class FakeOmnitronClient:
+    """Records every write and each plan's status (every plan starts `waiting`); `failing` names plan
+    pks whose writes answer a 5xx (that many times), `lost` those whose next write takes effect and
+    then loses its worker (`LostWorker`)."""
+
+    def __init__(self, rejected: int = 0, failing: dict[Any, int] | None = None, lost: set[Any] | None = None):
         self.rejected = rejected
         self.failing = dict(failing or {})
+        self.lost = set(lost or ())
         self.writes: list[tuple[str, dict[str, Any]]] = []
+        self.statuses: dict[Any, str] = {}
+        self.reads: list[Any] = []
         self._lock = threading.Lock()
 
     def rejected_count(self, order_pk: int | None) -> int:
         return self.rejected
 
-    def _write(self, plan_pk: Any, path: str, body: dict[str, Any]) -> Written:
+    def plan_status(self, plan_pk: int) -> str:
+        with self._lock:
+            self.reads.append(plan_pk)
+            return self.statuses.get(plan_pk, "waiting")
+
+    def _write(self, plan_pk: Any, path: str, body: dict[str, Any], status: str | None = None) -> Written:
         with self._lock:
             if self.failing.get(plan_pk, 0) > 0:
                 self.failing[plan_pk] -= 1
                 raise OmnitronError(f"Omnitron POST /{path} answered HTTP 502: bad gateway", 502)
             self.writes.append((path, body))
+            if status is not None:
+                self.statuses[plan_pk] = status
+            if plan_pk in self.lost:
+                self.lost.discard(plan_pk)
+                raise LostWorker(f"lost after writing plan {plan_pk}")
         return Written("POST", "/" + path, body, None)
 
     def approve(self, order_pk: int, plan_pk: int) -> Written:
-        return self._write(
-            plan_pk, f"api/v1/orders/{order_pk}/cancellation_approved_order/", {"cancellation_plan": plan_pk}
-        )
+        path = f"api/v1/orders/{order_pk}/cancellation_approved_order/"
+        return self._write(plan_pk, path, {"cancellation_plan": plan_pk}, "approved")
 
     def update_status(self, plan_pk: int, status: str) -> Written:
-        return self._write(plan_pk, f"api/v1/cancellation_plans/{plan_pk}/update_status/", {"status": status})
+        return self._write(plan_pk, f"api/v1/cancellation_plans/{plan_pk}/update_status/", {"status": status}, status)
 
     def reject(self, plan_pk: int) -> Written:
         return self.update_status(plan_pk, "rejected")

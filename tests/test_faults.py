@@ -112,6 +112,24 @@ def test_a_5xx_on_the_update_is_retried_without_calling_the_erp_again(flows, omn
 
 
 @every_layout
+def test_an_update_whose_answer_was_lost_after_it_took_effect_is_not_written_again(
+    flows, omnitron, erp_servers, three_plans
+):
+    omnitron.add_fault("POST", APPROVE.format(order=102), apply=True, drop_connection=True)
+    flows.write(**RETRYING)
+
+    run = flows.run()
+
+    assert run.state == "success"
+    assert writes(omnitron).count(APPROVE.format(order=102)) == 1, "Omnitron approved plan 2 once"
+    assert sorted(write["plan"] for write in omnitron.writes) == [1, 2, 3]
+    assert [r.path for r in omnitron.requests if r.method == "GET" and r.path != PLANS] == [f"{PLANS}2/"]
+    assert run.summary[2]["omnitron"] == "already written (found approved in Omnitron)"
+    assert run.summary[1]["omnitron"] == run.summary[3]["omnitron"] == "approved"
+    assert sent(erp_servers["token"]) == [1, 2, 3]
+
+
+@every_layout
 # -- ERP -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "answer",

@@ -206,6 +206,43 @@ def test_a_plan_resumes_where_it_stopped_and_the_erp_never_gets_it_twice(tmp_pat
     ]
 
 
+@pytest.mark.parametrize(
+    ("found", "outcome", "writes"),
+    [
+        ("waiting", "approved", 1),
+        ("approved", "already written (found approved in Omnitron)", 0),
+        ("cancelled", "changed in Omnitron to cancelled meanwhile (not written)", 0),
+    ],
+)
+def test_a_resumed_write_reads_the_plan_first_and_writes_only_a_plan_still_as_fetched(tmp_path, found, outcome, writes):
+    pipeline = PlanPipeline.build(make_flow(tmp_path))
+    omnitron = FakeOmnitronClient()
+    clients = FakeClients(omnitron, FakeErpClient())
+    item = WorkItem.of(make_plan(3, order_pk=103))
+    delivered = pipeline.advance(item, start(item), clients, until=Stage.WRITE_ERP)
+    omnitron.statuses[3] = found  # what a lost try left, or what someone else did meanwhile
+
+    progress = pipeline.run_stage(Stage.WRITE_OMNITRON, delivered, clients, resumed=True)
+
+    assert progress.failure is None and progress.written.outcome == outcome
+    assert omnitron.reads == [3] and len(omnitron.writes) == writes
+    assert progress.written.found == (None if found == "waiting" else found)
+
+
+def test_a_first_write_pays_no_read_and_a_write_after_a_failed_one_reads_first(tmp_path):
+    pipeline = PlanPipeline.build(make_flow(tmp_path))
+    omnitron = FakeOmnitronClient(failing={3: 1})
+    clients = FakeClients(omnitron, FakeErpClient())
+    item = WorkItem.of(make_plan(3, order_pk=103))
+
+    failed = pipeline.advance(item, start(item), clients)
+    assert omnitron.reads == [], "a first attempt reads nothing"
+    done = pipeline.advance(item, failed, clients)
+
+    assert omnitron.reads == [3], "the 502 may have come after the write took effect"
+    assert done.written.outcome == "approved" and len(omnitron.writes) == 1
+
+
 def test_a_plan_whose_script_failed_runs_again_from_the_start(tmp_path):
     flag = tmp_path / "broken"
     flag.touch()

@@ -18,7 +18,9 @@ from order_cancel.clients.tokens import TokenStore
 
 LOGIN_PATH = "api/v1/auth/login/"
 CANCELLATION_PLANS_PATH = "api/v1/cancellation_plans/"
+CANCELLATION_PLAN_PATH = "api/v1/cancellation_plans/{plan_pk}/"
 ORDER_TRANSACTIONS_PATH = "api/v1/order_transactions/"
+ORDER_TRANSACTION_PATH = "api/v1/order_transactions/{transaction_pk}/"
 APPROVE_PATH = "api/v1/orders/{order_pk}/cancellation_approved_order/"
 UPDATE_STATUS_PATH = "api/v1/cancellation_plans/{plan_pk}/update_status/"
 CREATE_MAPPING_PATH = "api/v1/order_transactions/{transaction_pk}/create_mapping/"
@@ -193,6 +195,21 @@ class OmnitronClient:
             params={"order_id": str(order_pk), "status": REJECTED_STATUS, "limit": "1"},
         )
         return int(page.get("count", 0))
+
+    def plan_status(self, plan_pk: int) -> str | None:
+        """The plan's status in Omnitron now (retrieve)."""
+        plan = self.request("GET", CANCELLATION_PLAN_PATH.format(plan_pk=plan_pk))
+        return plan.get("status") if isinstance(plan, dict) else None
+
+    def has_mapping(self, transaction_pk: int) -> bool:
+        """Whether the transaction has its integration mapping: the retrieve answer when it shows the
+        field, else the list filtered to that transaction and to mapped ones (assumed)."""
+        transaction = self.request("GET", ORDER_TRANSACTION_PATH.format(transaction_pk=transaction_pk))
+        if isinstance(transaction, dict) and "integration_mapping" in transaction:
+            return bool(transaction["integration_mapping"])
+        params = {"integration_mapping__isnull": "false", "pk": str(transaction_pk), "limit": "1"}
+        page = self.request("GET", ORDER_TRANSACTIONS_PATH, params=params)
+        return bool(page.get("count")) if isinstance(page, dict) else False
 
     def _write(self, path: str, body: dict[str, Any]) -> Written:
         return Written("POST", "/" + path, body, self.request("POST", path, json=body))

@@ -162,6 +162,9 @@ class OmnitronRecord(StepRecord):
     """What became of the plan in Omnitron, in words: "approved", "untouched (retried by a later run)", ..."""
     call: dict[str, Any] | None = None
     """The Omnitron call made, {"method", "path", "body", "answer"}; None when nothing was written."""
+    found: str | None = None
+    """What Omnitron showed when read before a write that may already have happened (a resumed
+    plan): the plan's status, or "integration mapping"; None when not read or still as fetched."""
 
     def said(self) -> str | None:
         return None if self.failed else f"Omnitron: {self.outcome}"
@@ -204,18 +207,28 @@ class PlanProgress(_Record):
         record = self.latest(Step.WRITE_ERP)
         return None if record is None or record.failed else record
 
+    def _after_delivery(self) -> list[Any]:
+        """The records after the current delivery (none without one)."""
+        if self.delivery is None:
+            return []
+        last_delivery = max(index for index, record in enumerate(self.records) if record.step is Step.WRITE_ERP)
+        return self.records[last_delivery + 1 :]
+
     def _done_after_delivery(self, step: Step) -> Any:
         """The latest successful record of `step` that came after the current delivery."""
-        if self.delivery is None:
-            return None
-        last_delivery = max(index for index, record in enumerate(self.records) if record.step is Step.WRITE_ERP)
-        later = self.records[last_delivery + 1 :]
+        later = self._after_delivery()
         return next((record for record in reversed(later) if record.step is step and not record.failed), None)
 
     @property
     def written(self) -> OmnitronRecord | None:
         """Omnitron's write for the current delivery, once done."""
         return self._done_after_delivery(Step.WRITE_OMNITRON)
+
+    @property
+    def write_attempted(self) -> bool:
+        """Whether an Omnitron write for the current delivery was tried and failed: it may have
+        taken effect without its answer (a timeout, a 5xx after the commit)."""
+        return any(record.step is Step.WRITE_OMNITRON for record in self._after_delivery())
 
     @property
     def posted(self) -> PostScriptRecord | None:

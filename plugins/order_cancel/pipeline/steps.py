@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from order_cancel.clients.erp import IDEMPOTENCY_HEADER, ErpAnswer, ErpClient, ErpLoginRefused
-from order_cancel.clients.omnitron import OmnitronClient, OmnitronLoginError, Written
+from order_cancel.clients.omnitron import REJECTED_STATUS, OmnitronClient, OmnitronLoginError, Written
 from order_cancel.flows.models import CancelStatus, FlowConfig, NextState
 from order_cancel.pipeline.plan import (
     ErpRecord,
@@ -46,6 +46,8 @@ from order_cancel.runtime.nifi_api import ERROR_ATTRIBUTE, LogLine
 from order_cancel.runtime.scripts import Script, ScriptError
 
 INTEGRATION_CODE_ATTRIBUTE = "integration_code"
+# What a transaction's write leaves in Omnitron, as `found_in_omnitron` names it.
+MAPPING_WRITTEN = "integration mapping"
 DRY_RUN = "dry_run"
 
 
@@ -335,13 +337,22 @@ class PlanPipeline:
         }
 
     # -- Write Data to Omnitron Step ----------------------------------------------------------
-    def write_outcome(self, omnitron: OmnitronClient, delivery: ErpRecord) -> OmnitronRecord:
-        """Report the relation to Omnitron; only an ERP-accepted plan (continue) moves forward."""
+    def write_outcome(self, omnitron: OmnitronClient, delivery: ErpRecord, *, check_first: bool) -> OmnitronRecord:
+        """Report the relation to Omnitron; only an ERP-accepted plan (continue) moves forward.
+        `check_first`: an earlier attempt may have written already (its answer lost with its
+        worker), so Omnitron is read first and a plan it shows changed is not written again."""
 
         def write() -> dict[str, Any]:
-            outcome, call = omnitron_write(self.flow, delivery)
-            written = call(omnitron) if call else None
-            return {"outcome": outcome, "call": written.as_dict() if written else None}
+            planned = omnitron_write(self.flow, delivery)
+            if planned.call is None:
+                return {"outcome": planned.outcome}
+            found = found_in_omnitron(self.flow, omnitron, delivery.ref) if check_first else None
+            if found == planned.leaves:
+                return {"outcome": f"already written (found {found} in Omnitron)", "found": found}
+            if found is not None:
+                return {"outcome": f"changed in Omnitron to {found} meanwhile (not written)", "found": found}
+            written = planned.call(omnitron)
+            return {"outcome": planned.outcome, "call": written.as_dict(), "found": found}
 
         return _recorded(Step.WRITE_OMNITRON, delivery.ref, delivery.attributes, write)
 
@@ -370,10 +381,18 @@ class PlanPipeline:
         return flow_stages(self.flow)
 
     def run_stage(
-        self, stage: Stage, progress: PlanProgress, clients: PlanClients, item: WorkItem | None = None
+        self,
+        stage: Stage,
+        progress: PlanProgress,
+        clients: PlanClients,
+        item: WorkItem | None = None,
+        *,
+        resumed: bool = False,
     ) -> PlanProgress:
         """One stage of one plan, its input taken from the progress so far. The plan itself (`item`)
-        is needed by the transform, and by the ERP write of a flow with neither script nor mapping."""
+        is needed by the transform, and by the ERP write of a flow with neither script nor mapping.
+        `resumed`: an earlier attempt of this task may have been lost in this stage (a retry, a
+        clear, a resumed batch), so what it may have written is checked first."""
         ref = progress.ref
         if stage is Stage.TRANSFORM:
             return progress.add(*self.transform(_needed(item, stage)))
@@ -391,7 +410,8 @@ class PlanPipeline:
         if delivery is None:
             raise ValueError(f"{ref.label}: {stage.value} needs the ERP's decision first")
         if stage is Stage.WRITE_OMNITRON:
-            return progress.add(self.write_outcome(clients.omnitron(), delivery))
+            check_first = resumed or progress.write_attempted
+            return progress.add(self.write_outcome(clients.omnitron(), delivery, check_first=check_first))
         return progress.add(self.post(delivery))
 
     def next_stage(self, progress: PlanProgress) -> Stage | None:
@@ -414,15 +434,16 @@ class PlanPipeline:
         *,
         until: Stage | None = None,
         after_stage: Callable[[Stage, PlanProgress], None] | None = None,
+        resumed: bool = False,
     ) -> PlanProgress:
         """Runs the plan's stages from where it stands, up to `until` (included), or until one fails;
-        `after_stage` sees the progress after each stage (to keep it)."""
+        `after_stage` sees the progress after each stage (to keep it); `resumed` as in `run_stage`."""
         start = self.next_stage(progress)
         if start is None:
             return progress
         for stage in self.stages[self.stages.index(start) :]:
             done = len(progress.records)
-            progress = self.run_stage(stage, progress, clients, item)
+            progress = self.run_stage(stage, progress, clients, item, resumed=resumed)
             if after_stage is not None:
                 after_stage(stage, progress)
             if any(record.failed for record in progress.records[done:]) or stage is until:
@@ -446,36 +467,70 @@ def _needed(item: WorkItem | None, stage: Stage) -> WorkItem:
     return item
 
 
-def omnitron_write(flow: FlowConfig, delivery: ErpRecord) -> tuple[str, Callable[[OmnitronClient], Written] | None]:
+@dataclass(frozen=True)
+class OmnitronWrite:
     """What a relation means for Omnitron: the outcome in words (a short phrase, then its reason in
-    parentheses where it needs one), and the write to make (if any)."""
+    parentheses where it needs one), the write to make (None: nothing is written), and what the
+    write leaves in Omnitron (the status it sets, or "integration mapping"), to recognise it there."""
+
+    outcome: str
+    call: Callable[[OmnitronClient], Written] | None = None
+    leaves: str | None = None
+
+
+def omnitron_write(flow: FlowConfig, delivery: ErpRecord) -> OmnitronWrite:
     ref, status = delivery.ref, flow.get_data.cancel_status
     if delivery.relation == DRY_RUN:
-        return "dry run (nothing written)", None
+        return OmnitronWrite("dry run (nothing written)")
     relation = Relation(str(delivery.relation))
     if relation is Relation.CONTINUE:
         if status is CancelStatus.ORDER_TRANSACTION:
             code = delivery.attributes.get(INTEGRATION_CODE_ATTRIBUTE) or str(ref.plan_pk)
-            return f"integration mapping {code!r} created", lambda omnitron: omnitron.create_mapping(
-                ref.transaction_pk, code
+            return OmnitronWrite(
+                f"integration mapping {code!r} created",
+                lambda omnitron: omnitron.create_mapping(_pk(ref.transaction_pk, ref), code),
+                MAPPING_WRITTEN,
             )
         if status is CancelStatus.COMPLETED:
-            return "delivered (completed flow: nothing written)", None
+            return OmnitronWrite("delivered (completed flow: nothing written)")
         next_state = flow.write_omnitron.next_state
         if next_state is NextState.APPROVED:
-            return "approved", lambda omnitron: omnitron.approve(ref.order_pk, ref.plan_pk)
-        return f"status set to {next_state.value}", lambda omnitron: omnitron.update_status(
-            ref.plan_pk, next_state.value
+            return OmnitronWrite(
+                "approved",
+                lambda omnitron: omnitron.approve(_pk(ref.order_pk, ref), _pk(ref.plan_pk, ref)),
+                next_state.value,
+            )
+        return OmnitronWrite(
+            f"status set to {next_state.value}",
+            lambda omnitron: omnitron.update_status(_pk(ref.plan_pk, ref), next_state.value),
+            next_state.value,
         )
     if relation is Relation.FAILURE and status.writes_status:
-        return "rejected", lambda omnitron: omnitron.reject(ref.plan_pk)
+        return OmnitronWrite("rejected", lambda omnitron: omnitron.reject(_pk(ref.plan_pk, ref)), REJECTED_STATUS)
     if relation is Relation.FAILURE and status is CancelStatus.ORDER_TRANSACTION:
-        return "refused by the ERP (the transaction stays unmapped and is retried by the next run)", None
+        return OmnitronWrite("refused by the ERP (the transaction stays unmapped and is retried by the next run)")
     if relation is Relation.FAILURE:
-        return "refused by the ERP (completed flow: nothing written)", None
+        return OmnitronWrite("refused by the ERP (completed flow: nothing written)")
     if status is CancelStatus.COMPLETED and not flow.get_data.retry_pending_for:
-        return "untouched (completed flow: clear its write_erp task to send it again)", None
-    return "untouched (retried by a later run)", None
+        return OmnitronWrite("untouched (completed flow: clear its write_erp task to send it again)")
+    return OmnitronWrite("untouched (retried by a later run)")
+
+
+def found_in_omnitron(flow: FlowConfig, omnitron: OmnitronClient, ref: PlanRef) -> str | None:
+    """What Omnitron shows now where a write may already have happened: None while the plan (or
+    transaction) is still as the flow fetched it, else what it shows instead."""
+    if flow.get_data.cancel_status is CancelStatus.ORDER_TRANSACTION:
+        return MAPPING_WRITTEN if omnitron.has_mapping(_pk(ref.transaction_pk, ref)) else None
+    found = omnitron.plan_status(_pk(ref.plan_pk, ref))
+    return None if found == flow.get_data.cancel_status.value else str(found)
+
+
+def _pk(pk: int | None, ref: PlanRef) -> int:
+    if pk is None:
+        raise PlanDataError(
+            f"{ref.label}: Omnitron cannot be written without the plan's, order's and transaction's pk", {}, []
+        )
+    return pk
 
 
 def _mapping(flow: FlowConfig) -> JoltMapping | None:

@@ -64,7 +64,10 @@ class PlanStageOperator(_PlanTaskOperator):
         progress = run_data.records_of(self.step_input)
         item = run_data.pull_item(context["ti"]) if self.stage in _READ_THE_PLAN else None
         done = len(progress.records)
-        progress = self.pipeline(context).run_stage(self.stage, progress, self.plan_clients(context), item)
+        resumed = context["ti"].try_number > 1  # a lost try, or a clear, may have written already
+        progress = self.pipeline(context).run_stage(
+            self.stage, progress, self.plan_clients(context), item, resumed=resumed
+        )
         fresh = progress.records[done:]
         return self.finish(context, progress, fresh, fresh)
 
@@ -118,7 +121,8 @@ class PlanOperator(_PlanTaskOperator):
             if stage is not Stage.TRANSFORM:  # a transform is cheap to run again, with the same input
                 run_data.save_state(state, run_data.PROGRESS_STATE, progress)
 
-        progress = self.pipeline(context).advance(item, progress, self.plan_clients(context), after_stage=keep)
+        pipeline, clients, resumed = self.pipeline(context), self.plan_clients(context), ti.try_number > 1
+        progress = pipeline.advance(item, progress, clients, after_stage=keep, resumed=resumed)
         return self.finish(context, progress, progress.records[before:], progress.records[len(handed.records) :])
 
     def _start(self, ti: Any) -> tuple[WorkItem, PlanProgress]:
