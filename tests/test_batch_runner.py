@@ -1,9 +1,14 @@
-"""The batch runner and the run summary on their own (no Airflow, no HTTP): each plan isolated, the
-checkpoint kept after the ERP phase, a second try that runs only what is left, and the summary rows."""
+"""The batch runner and the run summary on their own (no Airflow, no HTTP): each plan isolated, each
+plan's progress kept as soon as the ERP decided and as soon as Omnitron answered, a try lost in the
+middle of a phase resumed with only its plans in flight done again, and the summary rows."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
+
+import pytest
 
 from fakes.data import make_plan
 from order_cancel.clients.erp import ErpAnswer
@@ -11,16 +16,26 @@ from order_cancel.pipeline.batch import BatchCheckpoint, BatchRunner
 from order_cancel.pipeline.plan import PlanProgress, PlanRef, Stage, WorkItem
 from order_cancel.pipeline.steps import PlanPipeline
 from order_cancel.pipeline.summary import summarize
-from tests.fake_clients import FakeClients, FakeErpClient, FakeOmnitronClient
+from tests.fake_clients import FakeClients, FakeErpClient, FakeOmnitronClient, LostWorker
 from tests.test_pipeline import make_flow
 
 
 class Saves:
-    def __init__(self) -> None:
-        self.checkpoints: list[BatchCheckpoint] = []
+    """The groups of plans a batch kept, in order, as its journal holds them."""
 
-    def __call__(self, checkpoint: BatchCheckpoint) -> None:
-        self.checkpoints.append(checkpoint)
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.groups: list[dict[str, PlanProgress]] = []
+        self.seconds = seconds
+
+    def __call__(self, plans: dict[str, PlanProgress]) -> None:
+        time.sleep(self.seconds)  # a write to the task state store is a round trip to the API server
+        self.groups.append(dict(plans))
+
+    def checkpoint(self) -> BatchCheckpoint:
+        merged: dict[str, PlanProgress] = {}
+        for group in self.groups:
+            merged.update(group)
+        return BatchCheckpoint(plans=merged)
 
 
 def items(*pks: int) -> list[WorkItem]:
@@ -31,15 +46,63 @@ def runner(flow, omnitron: FakeOmnitronClient, erp: FakeErpClient) -> BatchRunne
     return BatchRunner(PlanPipeline.build(flow), FakeClients(omnitron, erp), concurrency=4)
 
 
-def test_a_batch_without_failures_delivers_every_plan_and_keeps_the_erp_phase(tmp_path):
+def test_each_plan_is_kept_after_the_erps_decision_and_after_omnitrons_answer(tmp_path):
     erp, omnitron, saves = FakeErpClient(), FakeOmnitronClient(), Saves()
 
     plans = runner(make_flow(tmp_path), omnitron, erp).run(items(1, 2, 3), BatchCheckpoint(), saves)
 
     assert [plan.progress.written.outcome for plan in plans] == ["approved"] * 3
-    assert erp.sent_pks() == [1, 2, 3] and len(omnitron.writes) == 3
-    [after_erp] = saves.checkpoints  # nothing failed: no checkpoint after the Omnitron phase
-    assert all(progress.delivery and not progress.written for progress in after_erp.plans.values())
+    assert erp.sent_pks() == [1, 2, 3] and len(omnitron.writes) == 3 and omnitron.reads == []
+    kept = [(pk, progress.records[-1].step.stage) for group in saves.groups for pk, progress in group.items()]
+    for pk in "123":
+        assert [stage for plan, stage in kept if plan == pk] == [Stage.WRITE_ERP, Stage.WRITE_OMNITRON]
+
+
+def test_plans_that_finish_while_a_group_is_written_are_kept_together(tmp_path):
+    saves = Saves(seconds=0.02)
+    plans = runner(make_flow(tmp_path), FakeOmnitronClient(), FakeErpClient()).run(
+        items(*range(1, 41)), BatchCheckpoint(), saves
+    )
+    assert all(plan.progress.written for plan in plans)
+    assert saves.checkpoint().plans.keys() == {str(pk) for pk in range(1, 41)}
+    assert sum(len(group) for group in saves.groups) == 80 and len(saves.groups) < 80
+
+
+def test_a_batch_lost_in_its_erp_phase_sends_again_only_the_plan_in_flight(tmp_path):
+    def answer(body):
+        if body["pk"] == 3 and not lost_once:
+            lost_once.append(3)
+            raise LostWorker("the worker died while plan 3's answer was on its way")
+        return ErpAnswer(status_code=201)
+
+    lost_once: list[int] = []
+    erp, omnitron, saves = FakeErpClient(answer), FakeOmnitronClient(), Saves()
+    batch = runner(make_flow(tmp_path), omnitron, erp)
+    with pytest.raises(LostWorker):
+        batch.run(items(1, 2, 3, 4, 5), BatchCheckpoint(), saves)
+
+    resumed = batch.run(items(1, 2, 3, 4, 5), saves.checkpoint(), saves, resumed=True)
+
+    assert erp.sent_pks() == [1, 2, 3, 3, 4, 5], "only plan 3, in flight when the worker died, is sent again"
+    assert all(plan.progress.written.outcome == "approved" for plan in resumed)
+
+
+def test_a_batch_lost_in_its_omnitron_phase_writes_no_plan_twice(tmp_path):
+    erp, omnitron, saves = FakeErpClient(), FakeOmnitronClient(lost={2}), Saves()
+    batch = runner(make_flow(tmp_path), omnitron, erp)
+    with pytest.raises(LostWorker):
+        batch.run(items(1, 2, 3), BatchCheckpoint(), saves)
+
+    resumed = batch.run(items(1, 2, 3), saves.checkpoint(), saves, resumed=True)
+
+    assert len(omnitron.writes) == 3, "plan 2 was written once, by the lost try"
+    assert omnitron.reads == [2], "only the plan in flight is read first"
+    assert [plan.progress.written.outcome for plan in resumed] == [
+        "approved",
+        "already written (found approved in Omnitron)",
+        "approved",
+    ]
+    assert erp.sent_pks() == [1, 2, 3]
 
 
 def test_a_failed_plan_fails_alone_and_a_second_try_runs_only_what_is_left(tmp_path):
@@ -48,8 +111,7 @@ def test_a_failed_plan_fails_alone_and_a_second_try_runs_only_what_is_left(tmp_p
 
     first = batch.run(items(1, 2, 3), BatchCheckpoint(), saves)
     assert [plan.progress.failure is not None for plan in first] == [False, True, False]
-    checkpoint = saves.checkpoints[-1]
-    second = batch.run(items(1, 2, 3), checkpoint, saves)
+    second = batch.run(items(1, 2, 3), saves.checkpoint(), saves, resumed=True)
 
     assert all(plan.progress.failure is None for plan in second)
     assert erp.sent_pks() == [1, 2, 3], "no plan was sent twice"
@@ -73,7 +135,7 @@ def test_a_failed_post_script_runs_again_alone(tmp_path):
 
     first = batch.run(items(1, 2), BatchCheckpoint(), saves)
     flag.unlink()
-    second = batch.run(items(1, 2), saves.checkpoints[-1], saves)
+    second = batch.run(items(1, 2), saves.checkpoint(), saves, resumed=True)
 
     assert first[1].progress.failure.step.stage is Stage.POST_SCRIPT
     assert second[1].progress.posted.ran and [record.step.stage for record in second[1].fresh] == [Stage.POST_SCRIPT]
@@ -112,20 +174,36 @@ class DictStateStore:
         self.values[key] = value
 
 
+def checkpoint_of(count: int, version: str) -> BatchCheckpoint:
+    plans = {
+        str(pk): PlanProgress(ref=PlanRef(plan_pk=pk, order_number=f"4294{pk:05d}", modified_date=version(pk)))
+        for pk in range(count)
+    }
+    return BatchCheckpoint(plans=plans)
+
+
+def test_a_checkpoint_that_compresses_well_is_one_value_of_the_store():
+    from order_cancel.airflow.run_data import BATCH_STATE, load_state, save_state
+
+    checkpoint = checkpoint_of(2000, lambda pk: "2026-03-01")
+    store = DictStateStore()
+    save_state(store, BATCH_STATE, checkpoint)
+
+    assert list(store.values) == [BATCH_STATE] and store.get(BATCH_STATE)["encoding"] == "zlib+base64"
+    assert len(json.dumps(store.get(BATCH_STATE))) < 64 * 1024
+    assert load_state(store, BATCH_STATE, BatchCheckpoint) == checkpoint
+
+
 def test_a_big_checkpoint_is_stored_compressed_in_few_pieces_each_under_the_store_limit():
     from order_cancel.airflow.run_data import BATCH_STATE, load_state, save_state
 
-    plans = {
-        str(pk): PlanProgress(ref=PlanRef(plan_pk=pk, order_number=f"4294{pk:05d}", modified_date="2026-03-01"))
-        for pk in range(2000)
-    }
-    checkpoint = BatchCheckpoint(plans=plans)
+    checkpoint = checkpoint_of(3000, lambda pk: hashlib.sha256(str(pk).encode()).hexdigest())
     store = DictStateStore()
     save_state(store, BATCH_STATE, checkpoint)
     save_state(store, BATCH_STATE, checkpoint)  # a second save goes to the other slot
 
     index = store.get(BATCH_STATE)
-    assert index["encoding"] == "zlib+base64" and index["slot"] == 1
-    assert index["pieces"] < len(checkpoint.model_dump_json()) / 30_000 / 4, "compressed: far fewer pieces"
+    assert index["encoding"] == "zlib+base64" and index["slot"] == 1 and index["pieces"] > 1
+    assert index["pieces"] < len(checkpoint.model_dump_json()) / 30_000 / 2, "compressed: far fewer pieces"
     assert all(len(json.dumps(value)) < 64 * 1024 for value in store.values.values())
     assert load_state(store, BATCH_STATE, BatchCheckpoint) == checkpoint

@@ -15,8 +15,9 @@ Task ids of a flow's DAG, and its XComs (Airflow clears a task instance's XComs 
 * `summary` pushes the run's rows under `plans`.
 
 The task state store (kept across a task instance's retries and clears): a one-task-per-plan
-instance's `progress`, a batch's checkpoint `batch` (JSON text; a large one zlib-compressed and
-base64-encoded, in pieces).
+instance's `progress`; a batch's plans as kept, one group per key (`batch.kept.<i>`, written once
+each), and `batch`, set once the batch finished. Values are JSON text; a large one zlib-compressed
+and base64-encoded, in pieces when it is still large.
 
 Airflow Variables, per flow: `order_cancel.<flow_id>.completed_watermark` (a completed flow's
 watermark) and `order_cancel.<flow_id>.run_seconds` (the latest run times, for the alarms).
@@ -37,6 +38,7 @@ from typing import Any, TypeVar
 from airflow.sdk.bases.xcom import BaseXCom
 from pydantic import BaseModel
 
+from order_cancel.pipeline.batch import BatchCheckpoint
 from order_cancel.pipeline.plan import RECORDS, PlanProgress, PlanRef, Stage, StepRecord, WorkItem
 from order_cancel.pipeline.summary import RunSummary, progress_by_plan
 
@@ -64,6 +66,7 @@ _HANDED_OVER_KEY = "handed_over.{plan_pk}"
 # Task state store keys (scoped to a task instance, kept across its retries and clears).
 PROGRESS_STATE = "progress"
 BATCH_STATE = "batch"
+_KEPT_STATE = "batch.kept.{index}"
 # A state value is stored in pieces of at most this many characters of JSON text, so that Airflow's
 # [state_store] max_value_storage_bytes (64 KB by default) is never exceeded once JSON-encoded again.
 _STATE_PIECE = 30_000
@@ -232,6 +235,9 @@ def save_state(state: Any, key: str, value: BaseModel) -> None:
     # A batch's checkpoint is hundreds of plans' records, mostly repeated keys: compressed it needs
     # a fraction of the pieces, each a round trip to the API server.
     packed = base64.b64encode(zlib.compress(text.encode(), level=1)).decode("ascii")
+    if len(packed) <= _STATE_PIECE:
+        state.set(key, {"packed": packed, "encoding": _PACKED})
+        return
     previous = state.get(key) or {}
     slot = 1 - previous.get("slot", 1)
     pieces = [packed[start : start + _STATE_PIECE] for start in range(0, len(packed), _STATE_PIECE)]
@@ -246,10 +252,37 @@ def load_state(state: Any, key: str, model: type[M]) -> M | None:
         return None
     if "value" in index:
         return model.model_validate_json(index["value"])
+    if "packed" in index:
+        return model.model_validate_json(zlib.decompress(base64.b64decode(index["packed"])))
     joined = "".join(state.get(f"{key}.{index['slot']}.{n}") for n in range(index["pieces"]))
     if index.get("encoding") != _PACKED:  # saved by an earlier version, as plain JSON text
         return model.model_validate_json(joined)
     return model.model_validate_json(zlib.decompress(base64.b64decode(joined)))
+
+
+class BatchJournal:
+    """A batch's checkpoint in the task state store: its plans' progress as kept, group by group,
+    each group under a key of its own that is never written again (a worker lost while writing a
+    group loses only that group, whose plans were still in flight), and the mark that it finished."""
+
+    def __init__(self, state: Any):
+        self._state = state
+        self._groups = 0
+
+    def read(self) -> BatchCheckpoint:
+        """Everything kept by the batch's earlier tries, the newest progress of each plan."""
+        checkpoint = load_state(self._state, BATCH_STATE, BatchCheckpoint) or BatchCheckpoint()
+        while (group := load_state(self._state, _KEPT_STATE.format(index=self._groups), BatchCheckpoint)) is not None:
+            checkpoint.plans.update(group.plans)
+            self._groups += 1
+        return checkpoint
+
+    def keep(self, plans: dict[str, PlanProgress]) -> None:
+        save_state(self._state, _KEPT_STATE.format(index=self._groups), BatchCheckpoint(plans=plans))
+        self._groups += 1
+
+    def finish(self) -> None:
+        save_state(self._state, BATCH_STATE, BatchCheckpoint(finished=True))
 
 
 def push_summary(ti: Any, summary: RunSummary) -> None:

@@ -2,10 +2,11 @@
 
 Two phases: every plan up to its ERP write, then the Omnitron writes and post scripts. Each plan
 stays isolated: its records, relation and error are its own, and one plan's failure never stops
-the others. What the batch achieved is a checkpoint (each plan's progress), saved after the ERP
-phase and, when a plan failed, after the Omnitron phase: a retried or cleared batch resumes every
-plan where it stands, so a plan the ERP decided on is never sent again and Omnitron is never
-written twice.
+the others. A plan's progress is kept as soon as the ERP has decided on it and as soon as Omnitron
+has answered, before its thread takes the next plan (`GroupCommit`: the plans that finish while
+one group is being written go together in the next). A batch whose worker was lost resumes every
+plan where it was kept: the ERP gets again only the plans that were in flight (at most
+`concurrency`), and those are checked in Omnitron before it is written (`resumed`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,45 @@ class BatchCheckpoint(BaseModel):
 
     plans: dict[str, PlanProgress] = Field(default_factory=dict)
     finished: bool = False
+
+
+class GroupCommit:
+    """Keeps each plan's latest progress durably, several plans per write: `keep` returns once the
+    plan's progress is written. While one thread writes a group, the plans of the others gather for
+    the next write, so the writes are few and no thread goes on before its plan is kept."""
+
+    def __init__(self, write: Callable[[dict[str, PlanProgress]], None]):
+        self._write = write
+        self._changed = threading.Condition()
+        self._pending: dict[str, PlanProgress] = {}
+        self._queued = self._durable = 0
+        self._writing = False
+        self._error: BaseException | None = None
+
+    def keep(self, progress: PlanProgress) -> None:
+        with self._changed:
+            self._pending[str(progress.ref.plan_pk)] = progress
+            self._queued += 1
+            mine = self._queued
+            while self._durable < mine:
+                if self._error is not None:
+                    raise RuntimeError(f"the batch's progress could not be kept: {self._error}") from self._error
+                if self._writing:
+                    self._changed.wait()
+                    continue
+                group, self._pending, upto, self._writing = self._pending, {}, self._queued, True
+                self._changed.release()
+                try:
+                    self._write(group)
+                except BaseException as exc:
+                    self._error = exc
+                    raise
+                finally:
+                    self._changed.acquire()
+                    self._writing = False
+                    if self._error is None:
+                        self._durable = upto
+                    self._changed.notify_all()
 
 
 class ThreadClients:
@@ -79,21 +119,37 @@ class BatchRunner:
         self.concurrency = concurrency
 
     def run(
-        self, items: list[WorkItem], checkpoint: BatchCheckpoint, save: Callable[[BatchCheckpoint], None]
+        self,
+        items: list[WorkItem],
+        checkpoint: BatchCheckpoint,
+        keep: Callable[[dict[str, PlanProgress]], None],
+        *,
+        resumed: bool = False,
     ) -> list[BatchPlan]:
-        """Both phases for the plans the checkpoint has not finished; `save` runs in the caller's thread."""
+        """Both phases for the plans the checkpoint has not finished. `keep` writes a group of plans'
+        progress durably (from the batch's threads, one group at a time); every plan's progress has
+        been kept when this returns. `resumed`: the checkpoint comes from a lost or cleared try."""
         before = {_key(item): checkpoint.plans.get(_key(item)) or PlanProgress(ref=item.ref) for item in items}
         plans = dict(before)
+        commit = GroupCommit(keep)
+
+        def advance(item: WorkItem, until: Stage | None) -> PlanProgress:
+            def kept(stage: Stage, progress: PlanProgress) -> None:
+                if stage is not Stage.TRANSFORM:  # a transform is cheap to run again, with the same input
+                    commit.keep(progress)
+
+            progress = plans[_key(item)]
+            return self.pipeline.advance(item, progress, self.clients, until=until, after_stage=kept, resumed=resumed)
+
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             for until in (Stage.WRITE_ERP, None):
                 todo = [item for item in items if self._due(plans[_key(item)], until)]
-                advanced = pool.map(self._advance, todo, [plans[_key(item)] for item in todo], [until] * len(todo))
+                advanced = pool.map(advance, todo, [until] * len(todo))
                 plans.update({_key(item): progress for item, progress in zip(todo, advanced, strict=True)})
-                # A plan the ERP has decided on is kept before Omnitron is written; a batch without
-                # errors is finished after the Omnitron phase and its caller drops the checkpoint.
-                failed = any(progress.failure for progress in plans.values())
-                if until is Stage.WRITE_ERP or failed:
-                    save(BatchCheckpoint(plans=plans))
+        # The plans that ended in their transform: kept too, so that the checkpoint names every plan.
+        untouched = {key: progress for key, progress in plans.items() if progress.records and not _kept(progress)}
+        if untouched:
+            keep(untouched)
         return [
             BatchPlan(plans[_key(item)], plans[_key(item)].records[len(before[_key(item)].records) :]) for item in items
         ]
@@ -108,5 +164,7 @@ class BatchRunner:
             return stage in (Stage.TRANSFORM, Stage.WRITE_ERP)
         return progress.failure is None or stage not in (Stage.TRANSFORM, Stage.WRITE_ERP)
 
-    def _advance(self, item: WorkItem, progress: PlanProgress, until: Stage | None) -> PlanProgress:
-        return self.pipeline.advance(item, progress, self.clients, until=until)
+
+def _kept(progress: PlanProgress) -> bool:
+    """Whether a stage that keeps the plan's progress has run (every stage after the transform)."""
+    return any(record.step.stage is not Stage.TRANSFORM for record in progress.records)

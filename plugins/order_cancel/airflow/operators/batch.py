@@ -3,9 +3,10 @@ failed plans of the batches, each continued in a task instance of its own.
 
 A batch does not fail for its plans: a plan that ended in an error is handed over to the `plan`
 task (mapped over `failed_plans`), which runs its remaining steps from where the batch left it,
-fails alone, and is retried or cleared alone. The batch keeps its checkpoint in the task state
-store: a batch whose worker was lost resumes every plan where it stood, and a batch cleared after
-it finished runs nothing again (its failed plans belong to their own tasks).
+fails alone, and is retried or cleared alone. The batch keeps each plan's progress in the task
+state store as it goes (`run_data.BatchJournal`): a batch whose worker was lost resumes every plan
+where it was kept, and a batch cleared after it finished runs nothing again (its failed plans
+belong to their own tasks).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from order_cancel.airflow.ledger import record_attempts
 from order_cancel.airflow.operators.base import FlowOperator, long_lived_objects_frozen
 from order_cancel.flows.models import MAX_PLANS_PER_RUN_LIMIT
 from order_cancel.pipeline.batch import BatchCheckpoint, BatchPlan, BatchRunner
+from order_cancel.pipeline.plan import PlanProgress
 
 
 class ProcessBatchOperator(FlowOperator):
@@ -36,19 +38,20 @@ class ProcessBatchOperator(FlowOperator):
         ti, state = context["ti"], context["task_state_store"]
         assert self.flow.batch is not None
         # A first try has nothing stored; a lost worker's retry, or a clear, may.
-        stored = run_data.load_state(state, run_data.BATCH_STATE, BatchCheckpoint) if ti.try_number > 1 else None
-        checkpoint = stored or BatchCheckpoint()
+        journal = run_data.BatchJournal(state)
+        resumed = ti.try_number > 1
+        checkpoint = journal.read() if resumed else BatchCheckpoint()
         items = run_data.pull_batch(ti)
         if checkpoint.finished:
             self.log.info("This batch finished in an earlier try: nothing runs again")
-            plans = [BatchPlan(checkpoint.plans[str(item.ref.plan_pk)], []) for item in items]
+            plans = [
+                BatchPlan(checkpoint.plans.get(str(item.ref.plan_pk)) or PlanProgress(ref=item.ref), [])
+                for item in items
+            ]
         else:
             runner = BatchRunner(self.pipeline(context), self.plan_clients(context), self.flow.batch.concurrency)
-            plans = runner.run(
-                items, checkpoint, save=lambda done: run_data.save_state(state, run_data.BATCH_STATE, done)
-            )
-            done = {str(plan.progress.ref.plan_pk): plan.progress for plan in plans}
-            run_data.save_state(state, run_data.BATCH_STATE, BatchCheckpoint(plans=done, finished=True))
+            plans = runner.run(items, checkpoint, journal.keep, resumed=resumed)
+            journal.finish()
         for plan in plans:
             self.log_plan(plan.progress, plan.fresh, prefix=f"{plan.progress.ref.label}: ")
         record_attempts(context, [(plan.progress, plan.fresh) for plan in plans])
