@@ -26,10 +26,14 @@ class Saves:
     def __init__(self, seconds: float = 0.0) -> None:
         self.groups: list[dict[str, PlanProgress]] = []
         self.seconds = seconds
+        self.writing = self.most_at_once = 0
 
     def __call__(self, plans: dict[str, PlanProgress]) -> None:
+        self.writing += 1
+        self.most_at_once = max(self.most_at_once, self.writing)
         time.sleep(self.seconds)  # a write to the task state store is a round trip to the API server
         self.groups.append(dict(plans))
+        self.writing -= 1
 
     def checkpoint(self) -> BatchCheckpoint:
         merged: dict[str, PlanProgress] = {}
@@ -66,6 +70,7 @@ def test_plans_that_finish_while_a_group_is_written_are_kept_together(tmp_path):
     assert all(plan.progress.written for plan in plans)
     assert saves.checkpoint().plans.keys() == {str(pk) for pk in range(1, 41)}
     assert sum(len(group) for group in saves.groups) == 80 and len(saves.groups) < 80
+    assert saves.most_at_once == 1, "one write at a time: the Task SDK's in-process calls are not thread-safe"
 
 
 def test_a_batch_lost_in_its_erp_phase_sends_again_only_the_plan_in_flight(tmp_path):

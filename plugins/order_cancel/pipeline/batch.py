@@ -12,6 +12,7 @@ plan where it was kept: the ERP gets again only the plans that were in flight (a
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ from order_cancel.pipeline.plan import PlanProgress, Stage, StepRecord, WorkItem
 from order_cancel.pipeline.steps import PlanClients, PlanPipeline
 
 T = TypeVar("T")
+# How long the thread that writes a group of plans waits for the other threads' plans: fewer writes
+# for a moment of one thread's time (the others go on meanwhile).
+GATHER_SECONDS = 0.01
 
 
 def _key(item: WorkItem) -> str:
@@ -45,11 +49,14 @@ class BatchCheckpoint(BaseModel):
 
 class GroupCommit:
     """Keeps each plan's latest progress durably, several plans per write: `keep` returns once the
-    plan's progress is written. While one thread writes a group, the plans of the others gather for
-    the next write, so the writes are few and no thread goes on before its plan is kept."""
+    plan's progress is written. The thread that writes waits a moment for the other threads' plans
+    (up to `group` of them), and while it writes, further plans gather for the next write: the
+    writes are few, one at a time (the Task SDK's in-process calls under `dag.test()` are not
+    thread-safe), and no thread goes on before its plan is kept."""
 
-    def __init__(self, write: Callable[[dict[str, PlanProgress]], None]):
+    def __init__(self, write: Callable[[dict[str, PlanProgress]], None], group: int = 1, gather_seconds: float = 0.0):
         self._write = write
+        self._group, self._gather_seconds = group, gather_seconds
         self._changed = threading.Condition()
         self._pending: dict[str, PlanProgress] = {}
         self._queued = self._durable = 0
@@ -61,13 +68,16 @@ class GroupCommit:
             self._pending[str(progress.ref.plan_pk)] = progress
             self._queued += 1
             mine = self._queued
+            self._changed.notify_all()  # a writer gathering a group may take this plan too
             while self._durable < mine:
                 if self._error is not None:
                     raise RuntimeError(f"the batch's progress could not be kept: {self._error}") from self._error
                 if self._writing:
                     self._changed.wait()
                     continue
-                group, self._pending, upto, self._writing = self._pending, {}, self._queued, True
+                self._writing = True
+                self._gather()
+                group, self._pending, upto = self._pending, {}, self._queued
                 self._changed.release()
                 try:
                     self._write(group)
@@ -80,6 +90,12 @@ class GroupCommit:
                     if self._error is None:
                         self._durable = upto
                     self._changed.notify_all()
+
+    def _gather(self) -> None:
+        """Waits a moment for the plans of the other threads, to write them in the same group."""
+        deadline = time.monotonic() + self._gather_seconds
+        while len(self._pending) < self._group and (left := deadline - time.monotonic()) > 0:
+            self._changed.wait(left)
 
 
 class ThreadClients:
@@ -131,7 +147,7 @@ class BatchRunner:
         been kept when this returns. `resumed`: the checkpoint comes from a lost or cleared try."""
         before = {_key(item): checkpoint.plans.get(_key(item)) or PlanProgress(ref=item.ref) for item in items}
         plans = dict(before)
-        commit = GroupCommit(keep)
+        commit = GroupCommit(keep, group=self.concurrency, gather_seconds=GATHER_SECONDS)
 
         def advance(item: WorkItem, until: Stage | None) -> PlanProgress:
             def kept(stage: Stage, progress: PlanProgress) -> None:
