@@ -155,6 +155,21 @@ def goal_section(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def baseline_section(rows: list[dict[str, Any]], baseline: str | None) -> list[str]:
+    rows = [row for row in rows if "vs_baseline" in row]
+    if not rows:
+        return []
+    lines = ["", f"Against the code of {baseline}, the same run alternately with each code (medians):", ""]
+    for row in rows:
+        runs = ", ".join(seconds(value) for value in row["current_runs_s"])
+        theirs = ", ".join(seconds(value) for value in row["baseline_runs_s"])
+        lines.append(
+            f"- {row['mode']}, {row['plans']} plans: {seconds(row['current_s'])} s ({runs}) against "
+            f"{seconds(row['baseline_s'])} s ({theirs}): {row['vs_baseline']:.2f}x"
+        )
+    return lines
+
+
 def single_goal_section(rows: list[dict[str, Any]]) -> list[str]:
     rows = [row for row in rows if "vs_per_step" in row]
     return [
@@ -201,6 +216,7 @@ def markdown(results: dict[str, Any]) -> str:
         *runs_section(results["runs"], results["skipped"]),
         *tasks_section(results["runs"]),
         *goal_section(results["runs"]),
+        *baseline_section(results["runs"], results.get("baseline")),
         *single_goal_section(results["runs"]),
         *marginal_section(results["marginal"]),
         *transform_section(results["runs"]),

@@ -16,12 +16,15 @@ import argparse
 import contextlib
 import datetime as dt
 import importlib.metadata
+import io
 import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -55,6 +58,7 @@ PARSE_FLOW_COUNTS = (1, 10, 100)
 GOAL_PLANS = 500
 PER_STEP, SINGLE = "per-step", "single"
 SINGLE_VS_PER_STEP, SINGLE_VS_NOOP = 0.45, 1.2
+BASELINE_ROUNDS = 3
 # A stuck child must not hold the whole benchmark; the biggest run takes a few minutes.
 CHILD_TIMEOUT_S = 20 * 60
 
@@ -74,6 +78,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--modes",
         help=f"comma-separated modes to run (default: all of {', '.join(mode.name for mode in MODES)})",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="COMMIT",
+        help="also run each batch mode at 500 plans with the code of COMMIT, alternately with this code "
+        f"{BASELINE_ROUNDS} times each: what a change costs, measured in one run",
     )
     parser.add_argument(
         "--out",
@@ -106,13 +116,16 @@ class Workspace:
         folder.mkdir()
         return folder
 
-    def run_child(self, folder: Path, kind: str, **params: Any) -> dict[str, Any]:
-        """Run `python -m bench.child` and answer its result plus its wall time and peak RSS."""
+    def run_child(self, folder: Path, kind: str, code: Path = ROOT, **params: Any) -> dict[str, Any]:
+        """Run `python -m bench.child` with the project's code at `code` (this checkout, or a
+        baseline's), and answer its result plus its wall time and peak RSS."""
         result_path, log_path = folder / "result.json", folder / "child.log"
         command = [sys.executable, "-m", "bench.child", kind, json.dumps(params), str(result_path)]
+        # Ahead of the venv's editable install of this checkout's package.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(code), str(code / "plugins")])}
         start = perf_counter()
         with open(log_path, "wb") as log:
-            child = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            child = subprocess.Popen(command, cwd=code, env=env, stdout=log, stderr=subprocess.STDOUT)
             killer = threading.Timer(CHILD_TIMEOUT_S, child.kill)
             killer.start()
             # wait4 answers this child's own resource usage; RUSAGE_CHILDREN would mix all children.
@@ -168,16 +181,17 @@ def measure_parse(workspace: Workspace, flow_count: int) -> dict[str, Any]:
     return {"flow_files": flow_count, **result}
 
 
-def measure_run(workspace: Workspace, mode: Mode, plans: int) -> dict[str, Any]:
-    folder = workspace.folder(f"run-{mode.name}-{plans}")
+def measure_run(workspace: Workspace, mode: Mode, plans: int, code: Path = ROOT) -> dict[str, Any]:
+    folder = workspace.folder(f"run-{mode.name}-{plans}{'' if code == ROOT else '-baseline'}")
     document = run_flow_document(plans, mode)
     write_flows(folder / "flows", [document])
     with fresh_fakes(plans) as (omnitron, erp):
         result = workspace.run_child(
             folder,
             "dag_test",
+            code=code,
             home=str(folder / "home"),
-            dag_file=str(FLOWS_DAG_FILE),
+            dag_file=str(code / FLOWS_DAG_FILE.relative_to(ROOT)),
             dag_id=document["flow_id"],
             flows_dir=str(folder / "flows"),
             connections=connections(omnitron, erp),
@@ -200,6 +214,39 @@ def measure_noop(workspace: Workspace, shape: dict[str, Any]) -> dict[str, Any]:
     )
     check_succeeded(f"no-op floor of {shape['items']} items", result)
     return result
+
+
+@contextlib.contextmanager
+def code_at(commit: str) -> Iterator[Path]:
+    """The project's files at `commit`, in a temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix="order-cancel-baseline-"))
+    try:
+        archive = subprocess.run(["git", "archive", commit], cwd=ROOT, capture_output=True, check=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(folder, filter="data")
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def baseline_comparison(
+    workspace: Workspace, mode: Mode, plans: int, baseline: Path, progress: Progress
+) -> dict[str, Any]:
+    """The same run with the baseline's code and with this code, alternately, so that a drift of the
+    machine's speed weighs on both; the medians and their ratio."""
+    theirs, ours = [], []
+    for _ in range(BASELINE_ROUNDS):
+        with progress.step(f"{mode.name} run, {plans} plans, baseline code"):
+            theirs.append(measure_run(workspace, mode, plans, code=baseline)["run_s"])
+        with progress.step(f"{mode.name} run, {plans} plans, this code"):
+            ours.append(measure_run(workspace, mode, plans)["run_s"])
+    return {
+        "baseline_s": statistics.median(theirs),
+        "current_s": statistics.median(ours),
+        "vs_baseline": statistics.median(ours) / statistics.median(theirs),
+        "baseline_runs_s": theirs,
+        "current_runs_s": ours,
+    }
 
 
 def check_succeeded(what: str, result: dict[str, Any]) -> None:
@@ -266,13 +313,17 @@ class Progress:
         )
 
 
-def benchmark(workspace: Workspace, plan_counts: list[int], names: set[str]) -> dict[str, Any]:
+def benchmark(
+    workspace: Workspace, plan_counts: list[int], names: set[str], baseline: Path | None = None
+) -> dict[str, Any]:
     modes = [mode for mode in MODES if mode.name in names and not unavailable(mode)]
     runs_per_count = {n: [mode for mode in modes if n >= mode.min_plans] for n in plan_counts}
+    goal_steps = 2 if baseline is None else 2 + 2 * BASELINE_ROUNDS
     progress = Progress(
         len(PARSE_FLOW_COUNTS)
         + sum(
-            2 + sum(3 if mode.batched and n == GOAL_PLANS else 2 for mode in runs) for n, runs in runs_per_count.items()
+            2 + sum(1 + goal_steps if mode.batched and n == GOAL_PLANS else 2 for mode in runs)
+            for n, runs in runs_per_count.items()
         )
     )
     parse_rows = []
@@ -297,6 +348,8 @@ def benchmark(workspace: Workspace, plan_counts: list[int], names: set[str]) -> 
             if mode.batched and plans == GOAL_PLANS:
                 with progress.step("no-op floor, one batch"):
                     row.update(batch_goal(row, measure_noop(workspace, {**run["shape"], "items": 1})))
+                if baseline is not None:
+                    row.update(baseline_comparison(workspace, mode, plans, baseline, progress))
             run_rows.append(row)
     skipped = [
         {"mode": mode.name, "plans": plans, "note": unavailable(mode)}
@@ -404,7 +457,9 @@ def main(argv: list[str] | None = None) -> int:
     started, load_before, code = perf_counter(), os.getloadavg(), code_version()
     workspace = Workspace()
     try:
-        measured = benchmark(workspace, args.plans, args.modes)
+        with contextlib.ExitStack() as stack:
+            baseline = stack.enter_context(code_at(args.baseline)) if args.baseline else None
+            measured = benchmark(workspace, args.plans, args.modes, baseline)
     except BenchmarkError as error:
         print(f"\nbenchmark failed: {error}\n(measurement folders kept in {workspace.root})", file=sys.stderr)
         return 1
@@ -414,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["bin/bench", *(sys.argv[1:] if argv is None else argv)]),
         "machine": machine_info(),
         "code": code,
+        "baseline": args.baseline,
         "plan_counts": args.plans,
         **measured,
         "total_s": perf_counter() - started,
