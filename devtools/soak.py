@@ -11,8 +11,10 @@ plan (waiting), batches (waiting), and one task per plan on completed plans (the
 pending plans). Faults: ERP 5xx, 429 with Retry-After, timeouts after the ERP booked the plan, slow
 answers, 401 storms, connection resets, ERP and Omnitron token expiry, Omnitron 5xx on lists and on
 writes, a Celery worker SIGKILLed, the scheduler and the api-server killed and started again,
-PostgreSQL restarted. A component that dies (of a fault or of PostgreSQL's restart) is started
-again, as a process supervisor would. Everything runs on 127.0.0.1.
+PostgreSQL restarted. Every other fault aims at a window where a lost worker could make a retry
+repeat a side effect: a call held by a fake after it took effect (the ERP booked, Omnitron wrote),
+and the worker running the task that made it killed meanwhile. A component that dies (of a fault or
+of PostgreSQL's restart) is started again, as a process supervisor would. Everything runs on 127.0.0.1.
 
 Exit 0: no violation, and every plan was delivered once the faults stopped; 1 otherwise.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import os
 import random
@@ -85,6 +88,22 @@ def flow_document(flow: SoakFlow, since: str) -> dict[str, Any]:
     return document
 
 
+HELD_SECONDS = 30
+TARGET_WAIT_SECONDS = 90
+
+
+@dataclass
+class HeldCall:
+    """A call a fake holds after it took effect; once it is out, the worker of the task that made it
+    is killed."""
+
+    kind: str
+    flow_id: str
+    task_id: str
+    arrived: Callable[[], bool]
+    deadline: float
+
+
 @dataclass
 class Chaos:
     """The seeded fault schedule, and what it injected."""
@@ -93,6 +112,28 @@ class Chaos:
     fakes: FakesClient
     rng: random.Random
     injected: Counter = field(default_factory=Counter)
+    held: HeldCall | None = None
+    count: int = 0
+    aimed: int = 0
+
+    def targeted(self) -> dict[str, Callable[[], HeldCall | None]]:
+        """The faults aimed at the windows after a side effect, each a held call and a kill."""
+        step, single, batch = FLOWS[0], FLOWS[1], FLOWS[2]
+        aims = {
+            "worker killed while a batch sends to the ERP": (self._hold_erp_send, batch, "plan_batch"),
+            "worker killed while a batch writes to Omnitron": (self._hold_omnitron_write, batch, "plan_batch"),
+            "worker killed between a plan task's Omnitron write and its end": (
+                self._hold_omnitron_write,
+                single,
+                "plan",
+            ),
+            "worker killed while a per-step task writes to Omnitron": (
+                self._hold_omnitron_write,
+                step,
+                "plan.write_omnitron",
+            ),
+        }
+        return {kind: functools.partial(hold, kind, flow, task) for kind, (hold, flow, task) in aims.items()}
 
     def kinds(self) -> dict[str, Callable[[], None]]:
         return {
@@ -117,11 +158,70 @@ class Chaos:
         }
 
     def inject(self) -> str:
+        """The next fault: every other one aimed at a window (while none is pending), else any."""
+        self.count += 1
+        if self.count % 2 == 0 and self.held is None:
+            targeted = self.targeted()
+            kind = sorted(targeted)[self.aimed % len(targeted)]
+            self.aimed += 1
+            self.held = targeted[kind]()
+            return f"{kind}: holding a call" if self.held else f"{kind}: no plan to aim at"
         kinds = self.kinds()
         kind = self.rng.choice(sorted(kinds))
         kinds[kind]()
         self.injected[kind] += 1
         return kind
+
+    def follow_up(self, rest: AirflowRest) -> str | None:
+        """Kills the worker of the held call's task once the call is out; says what it did."""
+        held = self.held
+        if held is None:
+            return None
+        if time.monotonic() > held.deadline:
+            self.held = None
+            return f"{held.kind}: the held call never came"
+        if not held.arrived():
+            return None
+        running = rest.api("GET", f"/dags/{held.flow_id}/dagRuns/~/taskInstances", params={"state": "running"})
+        pids = [ti["pid"] for ti in running["task_instances"] if ti["task_id"] == held.task_id and ti.get("pid")]
+        victims = {worker for pid in pids if (worker := self.stack.worker_of(pid))}
+        self.held = None
+        if not victims:
+            return f"{held.kind}: its task had ended"
+        for worker in victims:
+            self.stack.kill_worker(worker)
+            self.stack.add_worker(wait=False)
+        self.injected[held.kind] += 1
+        return f"{held.kind}: killed {', '.join(sorted(victims))}"
+
+    def _hold_erp_send(self, kind: str, flow: SoakFlow, task_id: str) -> HeldCall:
+        booked = len(self.fakes.erp_booking_log())
+        self.fakes.erp_respond(path=flow.erp_path, method="POST", book=True, delay=HELD_SECONDS, times=1)
+
+        def arrived() -> bool:
+            return any(entry["path"] == flow.erp_path for entry in self.fakes.erp_booking_log()[booked:])
+
+        return HeldCall(kind, flow.flow_id, task_id, arrived, time.monotonic() + TARGET_WAIT_SECONDS)
+
+    def _hold_omnitron_write(self, kind: str, flow: SoakFlow, task_id: str) -> HeldCall | None:
+        """Holds the next approval of one of the flow's waiting plans (the flow's run writes it)."""
+        plans = self.fakes.plans().items()
+        waiting = [pk for pk, plan in plans if plan["order"]["channel"] == flow.channel and plan["status"] == "waiting"]
+        if not waiting:
+            return None
+        self.fakes.omnitron_fault(
+            method="POST",
+            path_regex=f"/orders/({'|'.join(map(str, waiting))})/cancellation_approved_order/$",
+            apply=True,
+            delay=HELD_SECONDS,
+            times=1,
+        )
+        written = len(self.fakes.omnitron_writes())
+
+        def arrived() -> bool:
+            return any(write["plan"] in waiting for write in self.fakes.omnitron_writes()[written:])
+
+        return HeldCall(kind, flow.flow_id, task_id, arrived, time.monotonic() + TARGET_WAIT_SECONDS)
 
     def _erp(self, **rule) -> None:
         flow = self.rng.choice(FLOWS)
@@ -249,6 +349,15 @@ class Soak:
             rest.wait_for_dag(flow.flow_id)
             rest.unpause(flow.flow_id)
 
+    def follow_up(self, started: float) -> None:
+        """The kill of a targeted fault, once its held call is out (the api-server may be down)."""
+        try:
+            said = self.chaos.follow_up(AirflowRest(self.stack.config.port).login())
+        except (RestError, OSError) as exc:
+            said = f"a targeted kill waits for the api-server ({type(exc).__name__})"
+        if said:
+            print(f"soak {elapsed(started)}: {said}", flush=True)
+
     def under_faults(self) -> float:
         """Plans arrive and faults strike until the time is up; checked every 30 s. Answers the seconds."""
         started = time.monotonic()
@@ -264,6 +373,8 @@ class Soak:
             if now >= next_check:
                 self.check_now()
                 next_check = now + 30
+            if self.chaos.held is not None:
+                self.follow_up(started)
             self.restarted += supervise(self.stack)
             time.sleep(1)
         return time.monotonic() - started
@@ -278,6 +389,10 @@ class Soak:
         deadline = started + self.args.drain_minutes * 60
         while True:
             self.restarted += supervise(self.stack)
+            if self.chaos.held is not None:  # an aimed fault waits for its call: its kill comes first
+                self.follow_up(started)
+                time.sleep(1)
+                continue
             try:
                 self.fakes.clear_faults()
                 verdict = check(records(self.fakes), FLOWS, final=True)
