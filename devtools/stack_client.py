@@ -147,6 +147,14 @@ class FakesClient:
     def omnitron_fault(self, **fault) -> None:
         self._call("POST", f"{self.omnitron}/_fake/faults", fault)
 
+    def erp_fault(self, **fault) -> None:
+        """A fault on the ERP's side, the CRM webhook beside it included (any path)."""
+        self._call("POST", f"{self.erp}/_fake/faults", fault)
+
+    def erp_honours_idempotency(self, honour: bool) -> None:
+        """Off: the ERP books every send again, as ERPs that ignore Idempotency-Key do."""
+        self._call("POST", f"{self.erp}/_fake/idempotency", {"honour": honour})
+
     def expire_tokens(self, side: str) -> None:
         self._call("POST", f"{self.omnitron if side == 'omnitron' else self.erp}/_fake/expire_tokens")
 
