@@ -20,7 +20,9 @@ A killed worker: its tasks stop heartbeating; the scheduler fails them after
 2 s, instead of 300 s and 10 s) and retries them on the workers left. A task it had received from
 the broker but not started yet stays queued (Redis hands an unacknowledged message to another worker
 only after hours): the scheduler requeues it after [scheduler] task_queued_timeout (here
-`--queued-timeout`, default 60 s, checked every 10 s, instead of 600 s and 120 s).
+`--queued-timeout`, default 60 s, checked every 10 s, instead of 600 s and 120 s). A scheduler
+requeues only what it queued itself: what a scheduler that died had queued waits until the next one
+adopts it, every [scheduler] orphaned_tasks_check_interval (here 30 s instead of 300 s).
 
 The process handling is devtools/stack.py's, shared with `bin/airflow-local`. Tests and the Celery
 benchmark use `CeleryStack` directly (start, add or kill workers, stop).
@@ -238,6 +240,10 @@ def celery_env(config: CeleryStackConfig) -> dict[str, str]:
             # scheduler sends it again after this long (Airflow's default: 600 s, checked every 120 s).
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": str(config.queued_timeout),
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "10",
+            # ... but only what this scheduler queued: what a scheduler that died (or was restarted)
+            # had queued is adopted by the next one at this interval (Airflow's default: 300 s), and
+            # only then requeued; a worker lost beside a scheduler restart stalled runs that long.
+            "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
             # Ready runs start quickly (the default scheduler loop waits up to 1 s between loops anyway).
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
         }
