@@ -263,23 +263,33 @@ def load_state(state: Any, key: str, model: type[M]) -> M | None:
 class BatchJournal:
     """A batch's checkpoint in the task state store: its plans' progress as kept, group by group,
     each group under a key of its own that is never written again (a worker lost while writing a
-    group loses only that group, whose plans were still in flight), and the mark that it finished."""
+    group loses only that group), and the mark that it finished. A group holds only the records each
+    plan added since it was last kept; reading appends them in order."""
 
     def __init__(self, state: Any):
         self._state = state
         self._groups = 0
+        self._kept: dict[str, int] = {}  # records kept so far, by plan
 
     def read(self) -> BatchCheckpoint:
-        """Everything kept by the batch's earlier tries, the newest progress of each plan."""
+        """Everything kept by the batch's earlier tries, each plan's records in order."""
         checkpoint = load_state(self._state, BATCH_STATE, BatchCheckpoint) or BatchCheckpoint()
+        plans = dict(checkpoint.plans)
         while (group := load_state(self._state, _KEPT_STATE.format(index=self._groups), BatchCheckpoint)) is not None:
-            checkpoint.plans.update(group.plans)
+            for key, added in group.plans.items():
+                plans[key] = plans[key].add(*added.records) if key in plans else added
             self._groups += 1
-        return checkpoint
+        self._kept = {key: len(progress.records) for key, progress in plans.items()}
+        return checkpoint.model_copy(update={"plans": plans})
 
     def keep(self, plans: dict[str, PlanProgress]) -> None:
-        save_state(self._state, _KEPT_STATE.format(index=self._groups), BatchCheckpoint(plans=plans))
+        added = {
+            key: progress.model_copy(update={"records": progress.records[self._kept.get(key, 0) :]})
+            for key, progress in plans.items()
+        }
+        save_state(self._state, _KEPT_STATE.format(index=self._groups), BatchCheckpoint(plans=added))
         self._groups += 1
+        self._kept.update({key: len(progress.records) for key, progress in plans.items()})
 
     def finish(self) -> None:
         save_state(self._state, BATCH_STATE, BatchCheckpoint(finished=True))

@@ -3,10 +3,11 @@
 Two phases: every plan up to its ERP write, then the Omnitron writes and post scripts. Each plan
 stays isolated: its records, relation and error are its own, and one plan's failure never stops
 the others. A plan's progress is kept as soon as the ERP has decided on it and as soon as Omnitron
-has answered, before its thread takes the next plan (`GroupCommit`: the plans that finish while
-one group is being written go together in the next). A batch whose worker was lost resumes every
-plan where it was kept: the ERP gets again only the plans that were in flight (at most
-`concurrency`), and those are checked in Omnitron before it is written (`resumed`).
+has answered (`GroupCommit`: several plans per write): the ERP's decision before the plan's thread
+sends another plan, what comes after it with the next write, without holding the thread. A batch
+whose worker was lost resumes every plan where it was kept: the ERP gets again only the plans that
+were in flight (at most `concurrency`), and every plan not kept as written is read in Omnitron
+before it is written (`resumed`).
 """
 
 from __future__ import annotations
@@ -48,11 +49,14 @@ class BatchCheckpoint(BaseModel):
 
 
 class GroupCommit:
-    """Keeps each plan's latest progress durably, several plans per write: `keep` returns once the
-    plan's progress is written. The thread that writes waits a moment for the other threads' plans
-    (up to `group` of them), and while it writes, further plans gather for the next write: the
-    writes are few, one at a time (the Task SDK's in-process calls under `dag.test()` are not
-    thread-safe), and no thread goes on before its plan is kept."""
+    """Keeps each plan's latest progress durably, several plans per write, one write at a time (the
+    Task SDK's in-process calls under `dag.test()` are not thread-safe).
+
+    `keep(progress)` returns once the plan's progress is written: the thread that writes waits a
+    moment for the other threads' plans (up to `group` of them), and plans that come while it writes
+    gather for the next write. `keep(progress, wait=False)` queues the plan for the next write and
+    returns at once (the thread writes only when no other thread is writing); `flush` returns once
+    everything queued is written."""
 
     def __init__(self, write: Callable[[dict[str, PlanProgress]], None], group: int = 1, gather_seconds: float = 0.0):
         self._write = write
@@ -63,33 +67,48 @@ class GroupCommit:
         self._writing = False
         self._error: BaseException | None = None
 
-    def keep(self, progress: PlanProgress) -> None:
+    def keep(self, progress: PlanProgress, *, wait: bool = True) -> None:
         with self._changed:
             self._pending[str(progress.ref.plan_pk)] = progress
             self._queued += 1
-            mine = self._queued
             self._changed.notify_all()  # a writer gathering a group may take this plan too
-            while self._durable < mine:
-                if self._error is not None:
-                    raise RuntimeError(f"the batch's progress could not be kept: {self._error}") from self._error
-                if self._writing:
-                    self._changed.wait()
-                    continue
-                self._writing = True
-                self._gather()
-                group, self._pending, upto = self._pending, {}, self._queued
-                self._changed.release()
-                try:
-                    self._write(group)
-                except BaseException as exc:
-                    self._error = exc
-                    raise
-                finally:
-                    self._changed.acquire()
-                    self._writing = False
-                    if self._error is None:
-                        self._durable = upto
-                    self._changed.notify_all()
+            if wait:
+                self._until(self._queued, gather=True)
+            elif not self._writing:
+                self._write_pending(gather=False)
+
+    def flush(self) -> None:
+        with self._changed:
+            self._until(self._queued, gather=False)
+
+    def _until(self, queued: int, *, gather: bool) -> None:
+        """Writes, or waits for the writes of others, until the first `queued` plans are written."""
+        while self._durable < queued:
+            if self._error is not None:
+                raise RuntimeError(f"the batch's progress could not be kept: {self._error}") from self._error
+            if self._writing:
+                self._changed.wait()
+            else:
+                self._write_pending(gather=gather)
+
+    def _write_pending(self, *, gather: bool) -> None:
+        """Writes what is pending (called holding the lock; released while writing)."""
+        self._writing = True
+        if gather:
+            self._gather()
+        group, self._pending, upto = self._pending, {}, self._queued
+        self._changed.release()
+        try:
+            self._write(group)
+        except BaseException as exc:
+            self._error = exc
+            raise
+        finally:
+            self._changed.acquire()
+            self._writing = False
+            if self._error is None:
+                self._durable = upto
+            self._changed.notify_all()
 
     def _gather(self) -> None:
         """Waits a moment for the plans of the other threads, to write them in the same group."""
@@ -151,8 +170,13 @@ class BatchRunner:
 
         def advance(item: WorkItem, until: Stage | None) -> PlanProgress:
             def kept(stage: Stage, progress: PlanProgress) -> None:
-                if stage is not Stage.TRANSFORM:  # a transform is cheap to run again, with the same input
+                # A transform is cheap to run again, with the same input. The ERP's decision is kept
+                # before the thread sends another plan; what comes after it goes with the next
+                # write (a plan whose Omnitron answer is lost with the worker is read first).
+                if stage is Stage.WRITE_ERP:
                     commit.keep(progress)
+                elif stage is not Stage.TRANSFORM:
+                    commit.keep(progress, wait=False)
 
             progress = plans[_key(item)]
             return self.pipeline.advance(item, progress, self.clients, until=until, after_stage=kept, resumed=resumed)
@@ -162,6 +186,7 @@ class BatchRunner:
                 todo = [item for item in items if self._due(plans[_key(item)], until)]
                 advanced = pool.map(advance, todo, [until] * len(todo))
                 plans.update({_key(item): progress for item, progress in zip(todo, advanced, strict=True)})
+        commit.flush()
         # The plans that ended in their transform: kept too, so that the checkpoint names every plan.
         untouched = {key: progress for key, progress in plans.items() if progress.records and not _kept(progress)}
         if untouched:
