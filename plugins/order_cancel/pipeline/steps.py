@@ -352,7 +352,7 @@ class PlanPipeline:
             if found is not None:
                 return {"outcome": f"changed in Omnitron to {found} meanwhile (not written)", "found": found}
             written = planned.call(omnitron)
-            return {"outcome": planned.outcome, "call": written.as_dict(), "found": found}
+            return {"outcome": planned.outcome, "call": written.as_dict()}
 
         return _recorded(Step.WRITE_OMNITRON, delivery.ref, delivery.attributes, write)
 
