@@ -17,7 +17,7 @@ from urllib.parse import urljoin
 import requests
 import urllib3
 
-from order_cancel.clients.http import HttpSession, failure, shown_url
+from order_cancel.clients.http import HttpSession, failure, masked, shown_url
 from order_cancel.clients.tokens import TokenStore
 from order_cancel.flows.models import BasicLogin, HeaderLogin, TokenLogin
 
@@ -165,7 +165,8 @@ class ErpClient:
 
     def _exchange(self, request: dict[str, Any]) -> ErpAnswer:
         request["headers"].update(self.auth_headers())
-        url, tx_id, started = _full_url(request), str(uuid.uuid4()), time.monotonic()
+        # The answer is kept (attributes, records, logs): it names the URL without its credentials.
+        url, tx_id, started = masked(_full_url(request)), str(uuid.uuid4()), time.monotonic()
         try:
             response = self.session.request(auth=self._basic_auth, timeout=self.timeout, stream=True, **request)
             with response:
@@ -184,7 +185,7 @@ class ErpClient:
             truncated=len(raw) > MAX_ANSWER_BYTES,
             reason=response.reason or "",
             request_url=url,
-            response_url=response.url,
+            response_url=masked(response.url),
             duration_ms=round(1000 * (time.monotonic() - started)),
             tx_id=tx_id,
         )
@@ -198,7 +199,7 @@ def _full_url(request: dict[str, Any]) -> str:
 
 
 def _described(exc: BaseException) -> tuple[str, str]:
-    return type(exc).__name__, str(exc)
+    return type(exc).__name__, masked(str(exc))  # requests quotes the URL it tried
 
 
 def _prefixed(prefix: str | None, token: str) -> str:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import requests
 
@@ -34,6 +35,30 @@ def shown_url(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+MASK = "***"
+# A query parameter is taken for a credential when a word of its name is one of these ("apiKey",
+# "X-Amz-Signature", "access_token", "client_secret"); masking a harmless "sort_key" too costs little.
+SECRET_WORDS = frozenset(
+    {"apikey", "auth", "authorization", "credential", "credentials", "jwt", "key", "pass", "passwd", "password"}
+    | {"pwd", "secret", "session", "sessionid", "sig", "signature", "token"}
+)
+_USERINFO = re.compile(r"(?<=://)[^/?#\s]*@")
+_PARAMETER = re.compile(r"(?<=[?&])([^=&#\s]+)=([^&#\s'\"]*)")
+_WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+
+
+def masked(text: str) -> str:
+    """`text` (a URL, or a message that quotes one) with its credentials replaced by ***: the user
+    info of a URL, and the values of query parameters named like a key, token, secret, password or
+    signature. For what is kept (a ledger, a record, a log line), never for what is sent."""
+    text = _USERINFO.sub(f"{MASK}@", text)
+    return _PARAMETER.sub(lambda found: f"{found[1]}={MASK}" if _names_a_secret(found[1]) else found[0], text)
+
+
+def _names_a_secret(name: str) -> bool:
+    return any(word.lower() in SECRET_WORDS for word in _WORD.findall(unquote_plus(name)))
 
 
 def failure(exc: requests.RequestException, url: str) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from order_cancel.clients.erp import IDEMPOTENCY_HEADER, ErpAnswer, ErpClient, ErpLoginRefused
+from order_cancel.clients.http import masked
 from order_cancel.clients.omnitron import REJECTED_STATUS, OmnitronClient, OmnitronLoginError, Written
 from order_cancel.flows.models import CancelStatus, FlowConfig, NextState
 from order_cancel.pipeline.plan import (
@@ -293,7 +294,8 @@ class PlanPipeline:
     def _request(self, erp: ErpClient, body: Any, key: str) -> dict[str, Any]:
         settings = self.flow.write_erp
         request = erp.request_for(settings.method.value, settings.url, body, {IDEMPOTENCY_HEADER: key})
-        return {**request, "auth": erp.auth_description}
+        # Kept (the record, XCom, the ledger, a dry run's log line), never sent: no credential in its URL.
+        return {**request, "url": masked(request["url"]), "auth": erp.auth_description}
 
     def _delivery(
         self, erp: ErpClient, body: Any, attributes: dict[str, str], key: str, rejected_count: Callable[[], int]
