@@ -6,7 +6,6 @@ The same app inside a running api-server, and the page in a browser: tests/brows
 
 from __future__ import annotations
 
-import json
 import textwrap
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from order_cancel.pipeline.plan import WorkItem
 from order_cancel.pipeline.steps import PlanPipeline
 from order_cancel.runtime.nifi_api import ERROR_ATTRIBUTE
 from tests.flow_runner import BASE_FLOW, merged
+from tests.pages import PANELS, bearer, pages_client
 
 # fastapi.testclient with httpx (not httpx2) warns on import: not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient` is deprecated")
@@ -310,46 +310,13 @@ def test_flows_are_listed_with_what_runs_and_broken_files_are_named(tmp_path):
 
 # -- the FastAPI app, with Airflow's own authentication ---------------------------------------------
 
-PREFIX = "/order-cancel-panels"
+PREFIX = PANELS
 
 
 @pytest.fixture
 def panels_client(airflow_db, tmp_path, monkeypatch):
-    """The plugin's app mounted as the api-server mounts it, with a SimpleAuthManager of two users:
-    admin (may trigger runs) and viewer (may only read)."""
-    from airflow.api_fastapi import app as api_app
-    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-    from fastapi import FastAPI
-    from fastapi.testclient import TestClient
-
-    passwords = tmp_path / "passwords.json"
-    passwords.write_text(json.dumps({"admin": "admin", "viewer": "viewer"}))
-    monkeypatch.setenv(
-        "AIRFLOW__CORE__AUTH_MANAGER", "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-    )
-    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin,viewer:viewer")
-    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
-    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "panels-test-" + "s" * 64)
-    monkeypatch.setenv("ORDER_CANCEL_FLOWS_DIR", str(EXAMPLE_FLOWS))
-    monkeypatch.setattr(api_app._AuthManagerState, "instance", None)
-    auth_manager = api_app.create_auth_manager()
-    auth_manager.init()
-
-    import order_cancel_panels
-
-    plugin = order_cancel_panels.OrderCancelPanelsPlugin
-    root = FastAPI()
-    for app in plugin.fastapi_apps:  # apps of their own: each test has its own auth manager
-        root.mount(app["url_prefix"], order_cancel_panels._AppOnFirstRequest(app["app"]._module))
-    client = TestClient(root)
-    client.tokens = {
-        name: auth_manager.generate_jwt(SimpleAuthManagerUser(username=name, role=name)) for name in ("admin", "viewer")
-    }
-    yield client
-
-
-def bearer(client, user: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {client.tokens[user]}"}
+    """The plugin's apps with two users: admin (may trigger runs) and viewer (may only read)."""
+    return pages_client(monkeypatch, tmp_path, ["admin:admin", "viewer:viewer"], EXAMPLE_FLOWS)
 
 
 def try_body(**overrides):

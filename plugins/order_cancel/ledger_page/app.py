@@ -8,8 +8,9 @@
     GET <prefix>/api/task-instance?dag_id=&run_id=&task_id=&map_index=
                                                  the plans a task instance worked on (its tab)
 
-Reading needs what reading the flow's DAG needs (Airflow's auth manager); the user sees only the
-attempts of DAGs they may read. **Retry** is the page's JavaScript calling Airflow's REST API
+Reading needs what reading the flow's DAG needs (Airflow's auth manager, each DAG with its team); the
+user sees only the attempts of DAGs they may read, and where the ledger is only when they may read
+its connection. **Retry** is the page's JavaScript calling Airflow's REST API
 (`clearTaskInstances`) with the user's own session, so Airflow checks the user's right to clear.
 """
 
@@ -19,8 +20,10 @@ import datetime as dt
 from typing import Annotated, Any
 
 from airflow.api_fastapi.app import get_auth_manager
-from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
+from airflow.api_fastapi.auth.managers.models.resource_details import ConnectionDetails
 from airflow.api_fastapi.core_api.security import GetUserDep
+from annotated_types import Interval
 from fastapi import APIRouter, FastAPI, HTTPException, Query, status
 from fastapi.responses import HTMLResponse
 
@@ -29,9 +32,13 @@ from order_cancel.airflow.ledger import ledger_settings, open_ledger
 from order_cancel.airflow.run_data import BATCH_TASK
 from order_cancel.ledger.attempts import Attempt
 from order_cancel.ledger.history import PlanHistory, attempt_said, histories
+from order_cancel.ledger.location import LEDGER_CONN_ID
 from order_cancel.ledger.store import Ledger, Search
 
 PAGE = "page.html"
+# The ledger's plan_pk is 64 bits: a number beyond it is in no row, and the database would fail on it
+# (500) rather than find nothing, so it is refused (422).
+PlanPk = Annotated[int, Interval(ge=-(2**63), le=2**63 - 1)]
 router = APIRouter()
 
 
@@ -39,11 +46,15 @@ def _ledger() -> Ledger:
     return open_ledger(ledger_settings())
 
 
-def _readable_flows(user: Any, ledger: Ledger) -> list[str]:
-    auth = get_auth_manager()
-    return [
-        flow for flow in ledger.flows() if auth.is_authorized_dag(method="GET", details=DagDetails(id=flow), user=user)
-    ]
+def _readable_flows(user: BaseUser, ledger: Ledger) -> list[str]:
+    return web.authorized_dags(user, ledger.flows())
+
+
+def _ledger_shown(user: BaseUser) -> str | None:
+    """Where the ledger is (database, host, user), for those who may read its connection."""
+    details = ConnectionDetails(conn_id=LEDGER_CONN_ID)
+    may_read = get_auth_manager().is_authorized_connection(method="GET", details=details, user=user)
+    return ledger_settings().shown if may_read else None
 
 
 def _attempt_json(attempt: Attempt) -> dict[str, Any]:
@@ -80,14 +91,14 @@ def show_page(user: GetUserDep) -> HTMLResponse:
 @router.get("/api/flows")
 def flows(user: GetUserDep) -> dict[str, Any]:
     ledger = _ledger()
-    return {"flows": _readable_flows(user, ledger), "ledger": ledger_settings().shown, "user": user.get_name()}
+    return {"flows": _readable_flows(user, ledger), "ledger": _ledger_shown(user), "user": user.get_name()}
 
 
 @router.get("/api/plans")
 def plans(
     user: GetUserDep,
     order: str | None = None,
-    plan: int | None = None,
+    plan: PlanPk | None = None,
     flow: str | None = None,
     relation: str | None = None,
     since: dt.datetime | None = None,
@@ -109,7 +120,7 @@ def plans(
 
 
 @router.get("/api/plans/{flow_id}/{plan_pk}")
-def timeline(user: GetUserDep, flow_id: str, plan_pk: int) -> dict[str, Any]:
+def timeline(user: GetUserDep, flow_id: str, plan_pk: PlanPk) -> dict[str, Any]:
     ledger = _ledger()
     if flow_id not in _readable_flows(user, ledger):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no plan {plan_pk} of {flow_id} in the ledger")

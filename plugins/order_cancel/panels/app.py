@@ -4,11 +4,13 @@
     GET  <prefix>/api/flows                the flows of the flows folder that the user may read
     POST <prefix>/api/flows/{dag_id}/try   panels.service.try_flow on one plan
 
-Authentication and authorization are Airflow's own (see `order_cancel.airflow.web`). Reading a flow
-needs what reading its DAG needs; trying a flow runs the flow's scripts, so it needs what triggering
-a run of its DAG needs (`requires_access_dag("POST", DagAccessEntity.RUN)`).
+Authentication and authorization are Airflow's own (see `order_cancel.airflow.web`), each DAG with
+its team. Reading a flow needs what reading its DAG needs; trying a flow runs the flow's scripts, so
+it needs what triggering a run of its DAG needs (`requires_access_dag("POST", DagAccessEntity.RUN)`).
 The request brings data only: the flow is looked up by id in the flows folder, and only its own
-scripts and Jolt spec run.
+scripts and Jolt spec run. A body is at most MAX_REQUEST_BYTES, at most MAX_TRIES_AT_ONCE tries run
+at once (429 beyond), and a deployment may turn the script runs off (`[order_cancel]
+panels_run_scripts = False`).
 
 Importing this module imports Airflow's api-server security code; the plugin file imports it only
 when the first request arrives, so that schedulers, DAG processors and task runners (which all load
@@ -17,12 +19,14 @@ plugins) do not pay for it.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from typing import Any
 
-from airflow.api_fastapi.app import get_auth_manager
-from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
+from airflow.configuration import conf
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, status
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,6 +37,15 @@ from order_cancel.panels import service as panels
 PAGE = "page.html"
 # A plan is a few kilobytes; this keeps a pasted mistake (or a hostile client) small.
 MAX_REQUEST_BYTES = 1024 * 1024
+# A try holds a thread of the api-server (and runs a script) for up to its time limits: a few at
+# once serve the people testing flows and leave the api-server to everyone else.
+MAX_TRIES_AT_ONCE = 4
+RETRY_AFTER_SECONDS = 5
+SCRIPTS_OFF = (
+    "This deployment turns the test panels' script runs off ([order_cancel] panels_run_scripts = False): "
+    "the flows are shown, nothing runs."
+)
+_tries = threading.BoundedSemaphore(MAX_TRIES_AT_ONCE)
 
 
 class TryRequest(BaseModel):
@@ -47,10 +60,28 @@ class TryRequest(BaseModel):
     order_transaction: dict[str, Any] | None = Field(default=None, description="order_transaction flows")
 
 
-def _small_request(request: Request) -> None:
-    length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > MAX_REQUEST_BYTES):
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"at most {MAX_REQUEST_BYTES} bytes")
+def _scripts_off() -> str | None:
+    """Why nothing runs, when the deployment says so: a flow's scripts are its DAG authors' code,
+    which Airflow otherwise runs only in DAG processors and workers."""
+    return None if conf.getboolean("order_cancel", "panels_run_scripts", fallback=True) else SCRIPTS_OFF
+
+
+def _scripts_on() -> None:
+    if why := _scripts_off():
+        raise HTTPException(status.HTTP_403_FORBIDDEN, why)
+
+
+def _a_free_try() -> Iterator[None]:
+    if not _tries.acquire(blocking=False):
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"at most {MAX_TRIES_AT_ONCE} tries at once: try again in a few seconds",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    try:
+        yield
+    finally:
+        _tries.release()
 
 
 router = APIRouter()
@@ -65,25 +96,24 @@ def show_page(user: GetUserDep) -> HTMLResponse:
 def flows(user: GetUserDep) -> dict[str, Any]:
     """The flows whose DAG the user may read; broken flow files, one line per problem."""
     listing = panels.list_flows(flows_folder())
-    auth = get_auth_manager()
-    listing["flows"] = [
-        flow
-        for flow in listing["flows"]
-        if auth.is_authorized_dag(method="GET", details=DagDetails(id=flow["flow_id"]), user=user)
-    ]
-    listing["user"] = user.get_name()
-    listing["can_try"] = {
-        flow["flow_id"]: auth.is_authorized_dag(
-            method="POST", access_entity=DagAccessEntity.RUN, details=DagDetails(id=flow["flow_id"]), user=user
-        )
-        for flow in listing["flows"]
+    readable = web.authorized_dags(user, [flow["flow_id"] for flow in listing["flows"]])
+    triable = web.authorized_dags(user, readable, "POST", DagAccessEntity.RUN)
+    return {
+        **listing,
+        "flows": [flow for flow in listing["flows"] if flow["flow_id"] in readable],
+        "user": user.get_name(),
+        "can_try": {flow_id: flow_id in triable for flow_id in readable},
+        "scripts_off": _scripts_off(),
     }
-    return listing
 
 
 @router.post(
     "/api/flows/{dag_id}/try",
-    dependencies=[Depends(_small_request), Depends(requires_access_dag("POST", DagAccessEntity.RUN))],
+    dependencies=[
+        Depends(requires_access_dag("POST", DagAccessEntity.RUN)),
+        Depends(_scripts_on),
+        Depends(_a_free_try),
+    ],
 )
 def try_flow(dag_id: str, body: TryRequest) -> dict[str, Any]:
     """The flow's script, mapping and response evaluation on one plan (nothing is sent)."""
@@ -100,4 +130,6 @@ def try_flow(dag_id: str, body: TryRequest) -> dict[str, Any]:
 
 
 def create_app() -> FastAPI:
-    return web.create_app("Order cancel test panels", router)
+    app = web.create_app("Order cancel test panels", router)
+    app.add_middleware(web.BodyCap, limit=MAX_REQUEST_BYTES)
+    return app
