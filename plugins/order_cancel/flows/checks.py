@@ -7,6 +7,7 @@ runs. Problems are reported as FlowConfigError, one `<field>: <message>` line ea
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,14 +28,17 @@ def _script_problem(path: Path) -> str | None:
 
 
 def _mapping_problem(mapping: Path | list | dict) -> str | None:
-    try:
-        if isinstance(mapping, Path):
-            JoltMapping(load_spec_file(mapping), source=str(mapping))
-        else:
-            JoltMapping(mapping)
-    except MappingError as exc:
-        return str(exc)
-    return None
+    source = str(mapping) if isinstance(mapping, Path) else "<inline>"
+    # pyjolt only warns (a UserWarning, its one warning) of an unknown modify function ("=noSuchFunction(...)"),
+    # and the field is then missing from every ERP request: here it is a problem like a spec that does not build.
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        try:
+            JoltMapping(load_spec_file(mapping) if isinstance(mapping, Path) else mapping, source=source)
+        except MappingError as exc:
+            return str(exc)
+    unknown = [str(warning.message) for warning in warned if issubclass(warning.category, UserWarning)]
+    return f"Jolt spec {source}: {'; '.join(unknown)}" if unknown else None
 
 
 def check_flow(flow: FlowConfig) -> list[str]:

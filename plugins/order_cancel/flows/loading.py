@@ -5,7 +5,9 @@ bad file is reported on its own and never hides the others.
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,8 @@ from order_cancel.flows.models import FlowConfig
 FLOWS_DIR_ENV = "ORDER_CANCEL_FLOWS_DIR"
 # Where flow files are when neither the environment nor the caller says: a project's include/flows.
 DEFAULT_FLOWS_DIR = Path("include") / "flows"
-FLOW_FILE_PATTERNS = ("*.yaml", "*.yml")
+# In any case: ACME.YAML is a flow file too, never silently left out.
+FLOW_FILE_SUFFIXES = (".yaml", ".yml")
 
 
 class FlowConfigError(Exception):
@@ -40,28 +43,69 @@ _FlowFileLoader.yaml_implicit_resolvers = {
 }
 
 
-def _duplicate_keys(node: yaml.Node, path: tuple[str, ...] = ()) -> list[str]:
-    """A key given twice in one mapping: YAML keeps the last one silently, a flow file must not."""
-    problems: list[str] = []
-    if isinstance(node, yaml.MappingNode):
+# Aliases let a tiny file stand for a huge document (nine aliases of nine aliases, eight deep, make
+# 387 million values): a file that expands past this many values is refused before anything walks
+# the expansion. The largest flow file, inline Jolt spec included, is far below it.
+MAX_YAML_VALUES = 10_000
+_WALKING = -1
+
+
+class _NodeCheck:
+    """One pass over a document's nodes, each node once however many aliases name it: its size
+    once aliases are expanded, keys given twice, and numbers that are not finite."""
+
+    def __init__(self, loader: yaml.SafeLoader):
+        self.loader = loader
+        self.sizes: dict[int, int] = {}
+        self.problems: list[str] = []
+
+    def size(self, node: yaml.Node, path: tuple[str, ...] = ()) -> int:
+        """The node's value count with aliases expanded; _WALKING marks a node an alias loops back into."""
+        known = self.sizes.get(id(node))
+        if known is not None:
+            return MAX_YAML_VALUES + 1 if known == _WALKING else known
+        self.sizes[id(node)] = _WALKING
+        size = 1 + sum(self.size(child, child_path) for child, child_path in self._children(node, path))
+        self.sizes[id(node)] = size
+        return size
+
+    def _children(self, node: yaml.Node, path: tuple[str, ...]) -> Iterator[tuple[yaml.Node, tuple[str, ...]]]:
+        # A generator, so that problems come in the order of the file: a key's before its children's.
+        if isinstance(node, yaml.MappingNode):
+            yield from self._entries(node, path)
+        elif isinstance(node, yaml.SequenceNode):
+            yield from ((item, (*path, str(index))) for index, item in enumerate(node.value))
+        elif (
+            isinstance(node, yaml.ScalarNode)
+            and node.tag == "tag:yaml.org,2002:float"
+            and not math.isfinite(self.loader.construct_yaml_float(node))
+        ):
+            self.problems.append(f"{'.'.join(path)}: must be a finite number (given: {node.value})")
+
+    def _entries(self, node: yaml.MappingNode, path: tuple[str, ...]) -> Iterator[tuple[yaml.Node, tuple[str, ...]]]:
+        # A key given twice: YAML keeps the last one silently, a flow file must not.
         first_lines: dict[str, int] = {}
         for key_node, value_node in node.value:
             key, line = str(key_node.value), key_node.start_mark.line + 1
             if key in first_lines:
-                problems.append(f"{'.'.join((*path, key))}: given twice, on lines {first_lines[key]} and {line}")
+                self.problems.append(f"{'.'.join((*path, key))}: given twice, on lines {first_lines[key]} and {line}")
             first_lines.setdefault(key, line)
-            problems += _duplicate_keys(value_node, (*path, key))
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            problems += _duplicate_keys(item, (*path, str(index)))
-    return problems
+            yield key_node, (*path, key)
+            yield value_node, (*path, key)
+
+
+def _node_problems(node: yaml.Node, loader: yaml.SafeLoader) -> list[str]:
+    check = _NodeCheck(loader)
+    if check.size(node) > MAX_YAML_VALUES:
+        return [f"holds more than {MAX_YAML_VALUES:,} values once its YAML aliases (*name) are expanded"]
+    return check.problems
 
 
 def _parse_yaml(text: str, path: Path) -> Any:
     loader = _FlowFileLoader(text)
     try:
         node = loader.get_single_node()
-        problems = _duplicate_keys(node) if node is not None else []
+        problems = _node_problems(node, loader) if node is not None else []
         if problems:
             raise FlowConfigError(path, problems)
         return loader.construct_document(node) if node is not None else None
@@ -154,9 +198,11 @@ def flow_files(folder: Path) -> list[Path]:
             f"the flows folder {folder} {what} (set {FLOWS_DIR_ENV} to the folder of the flow files)"
         )
     try:
-        return sorted({path for pattern in FLOW_FILE_PATTERNS for path in folder.glob(pattern)})
+        # iterdir, not glob: glob answers an unreadable folder with no files at all.
+        entries = list(folder.iterdir())
     except OSError as exc:
-        raise FlowsFolderError(f"the flows folder {folder} cannot be read: {exc}") from None
+        raise FlowsFolderError(f"the flows folder {folder} cannot be read: {exc.strerror}") from None
+    return sorted(path for path in entries if path.suffix.lower() in FLOW_FILE_SUFFIXES)
 
 
 def load_flows(folder: Path | None = None) -> tuple[list[FlowConfig], list[FlowConfigError]]:
@@ -164,18 +210,43 @@ def load_flows(folder: Path | None = None) -> tuple[list[FlowConfig], list[FlowC
 
     Raises FlowsFolderError when the folder itself cannot be listed.
     """
-    flows: list[FlowConfig] = []
+    loaded: dict[Path, FlowConfig] = {}
     errors: list[FlowConfigError] = []
-    seen: dict[str, Path] = {}
     for path in flow_files(folder if folder is not None else flows_dir()):
         try:
-            flow = load_flow(path)
+            loaded[path] = load_flow(path)
         except FlowConfigError as exc:
             errors.append(exc)
+    broken = [error.path for error in errors if error.path is not None]
+    clashes = _flow_id_clashes({path: flow.flow_id for path, flow in loaded.items()}, broken)
+    refused = {clash.path for clash in clashes}
+    return [flow for path, flow in loaded.items() if path not in refused], errors + clashes
+
+
+def _flow_id_clashes(flow_ids: dict[Path, str], broken: list[Path]) -> list[FlowConfigError]:
+    """The files refused because another file gives their flow_id. Which file builds a DAG must never
+    depend on how a new file's name sorts: the file named `<flow_id>.yaml` keeps its id (even while
+    it has problems); without one, no file does."""
+    claims: dict[str, list[Path]] = {}
+    for path, flow_id in flow_ids.items():
+        claims.setdefault(flow_id, []).append(path)
+    clashes = []
+    for flow_id, paths in claims.items():
+        named = [path for path in paths if path.stem == flow_id]
+        named = named or [path for path in broken if path.stem == flow_id]
+        owner = named[0] if len(named) == 1 else None
+        if owner is None and len(paths) == 1:
             continue
-        if flow.flow_id in seen:
-            errors.append(FlowConfigError(path, [f"flow_id: {flow.flow_id!r} is already used by {seen[flow.flow_id]}"]))
-            continue
-        seen[flow.flow_id] = path
-        flows.append(flow)
-    return flows, errors
+        clashes += [
+            FlowConfigError(path, [_clash(flow_id, path, paths, owner, broken)]) for path in paths if path != owner
+        ]
+    return clashes
+
+
+def _clash(flow_id: str, path: Path, paths: list[Path], owner: Path | None, broken: list[Path]) -> str:
+    if owner is None:
+        others = ", ".join(str(other) for other in paths if other != path)
+        return f"flow_id: {flow_id!r} is also given by {others}: no DAG is built for it until one file alone has it"
+    if owner in broken:
+        return f"flow_id: {flow_id!r} belongs to {owner}, named after it, which has problems; no other file takes it"
+    return f"flow_id: {flow_id!r} belongs to {owner}, named after it; give this file a flow_id of its own"

@@ -33,6 +33,9 @@ MAX_PLANS_PER_RUN_LIMIT = 1024
 # What Airflow's metadata database holds at most: a DAG tag, an id (connection, pool).
 TAG_MAX_LENGTH = 100
 ID_MAX_LENGTH = 250
+# The longest wait, time limit or delay a flow file may give, in seconds (a day): anything longer is
+# a typo, and an endless one makes a DAG that cannot be built or a script that always fails.
+MAX_SECONDS = 86_400
 
 
 class CancelType(StrEnum):
@@ -100,6 +103,7 @@ def _resolve_flow_file(value: Path, info: ValidationInfo) -> Path:
 FlowFile = Annotated[Path, AfterValidator(_resolve_flow_file)]
 ConnId = Annotated[str, Field(min_length=1, max_length=ID_MAX_LENGTH)]
 Tag = Annotated[str, Field(min_length=1, max_length=TAG_MAX_LENGTH)]
+Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
 # A date ("2026-01-01") or a date and time; one type, so that a bad value gives one error.
 DateOrTime = Annotated[
     dt.datetime,
@@ -128,7 +132,8 @@ Mapping = Annotated[
 class _Model(BaseModel):
     # A misspelt key is an error that names it, never a silently ignored setting. The attribute
     # docstrings become the JSON Schema's descriptions, which editors show while a user types.
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    # Numbers are finite: YAML's .inf and a text "1e400" are refused, never a timeout that never ends.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
 
 
 class OmnitronSettings(_Model):
@@ -136,7 +141,7 @@ class OmnitronSettings(_Model):
 
     conn_id: ConnId
     """Airflow connection: host = Omnitron's domain URL, login/password = the API user."""
-    timeout_seconds: float = Field(default=30, gt=0)
+    timeout_seconds: Seconds = 30
     """Seconds to wait for each Omnitron answer."""
 
 
@@ -147,15 +152,24 @@ def _split_channel_ids(value: Any) -> Any:
     if isinstance(value, int):
         return [value]
     if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
+        parts = [part.strip() for part in value.split(",")] if value.strip() else []
+        if "" in parts:  # "1,,2": a missing id, not one to skip
+            raise ValueError(f"{value!r} has an empty channel id between its commas; write them as '1,2,3'")
+        return parts
     return value
 
 
 ChannelIds = Annotated[
-    list[int],
+    list[Annotated[int, Field(ge=1)]],
     BeforeValidator(_split_channel_ids),
     WithJsonSchema(
-        {"anyOf": [{"type": "array", "items": {"type": "integer"}}, {"type": "string"}, {"type": "integer"}]}
+        {
+            "anyOf": [
+                {"type": "array", "items": {"type": "integer", "minimum": 1}},
+                {"type": "string"},
+                {"type": "integer", "minimum": 1},
+            ]
+        }
     ),
 ]
 
@@ -177,7 +191,7 @@ class GetDataSettings(_Model):
     """Omnitron's page size (`limit`)."""
     max_plans_per_run: int = Field(default=500, ge=1, le=100_000)
     """At most this many plans per run; the rest wait for the next run."""
-    retry_pending_for: dt.timedelta = Field(default=dt.timedelta(days=1), ge=dt.timedelta(0))
+    retry_pending_for: dt.timedelta = Field(default=dt.timedelta(days=1), ge=dt.timedelta(0), le=dt.timedelta(days=365))
     """Completed flows: how long a plan the ERP could not decide on (do_nothing) is fetched again by
     the following runs ("P1D", "PT6H" or seconds; 0: never, as the Integrator)."""
 
@@ -226,13 +240,13 @@ class ErpSettings(_Model):
     """Airflow connection: host = the ERP's base URL, login/password = the ERP user (or the permanent token)."""
     login: ErpLogin | None = None
     """token, basic or header; absent = no ERP authentication."""
-    timeout_seconds: float = Field(default=30, gt=0)
+    timeout_seconds: Seconds = 30
     """Seconds to wait for each ERP answer; no answer in time = do_nothing."""
     max_auth_retries: int = Field(default=2, ge=0, le=10)
     """New ERP logins and resends after auth_fail, before the plan is left for a later run."""
     pool: str | None = Field(default=None, min_length=1, max_length=256)
     """An Airflow pool shared by every flow that writes to this ERP."""
-    max_parallel_writes: int | None = Field(default=None, ge=1)
+    max_parallel_writes: int | None = Field(default=None, ge=1, le=MAX_PLANS_PER_RUN_LIMIT)
     """ERP writes of one run in flight at most."""
 
 
@@ -255,7 +269,7 @@ class QueryCheckSettings(_Model):
     """Absolute, or relative to the ERP connection's host; the plan's fields in str.format style:
     {pk}, {order[number]}."""
     method: Method = HttpMethod.GET
-    found_status: list[int] | None = None
+    found_status: list[Annotated[int, Field(ge=100, le=599)]] | None = None
     """The answers that mean "the ERP already has this plan" (default [200])."""
     script: FlowFile | None = None
     """Instead of found_status: a response-style script that sets relation continue (already there)
@@ -322,7 +336,7 @@ class AlarmSettings(_Model):
 
     error_rate: float | None = Field(default=None, gt=0, le=1)
     """Alarm when this share of a run's plans ends in failure or an error."""
-    average_flow_time_seconds: float | None = Field(default=None, gt=0)
+    average_flow_time_seconds: Seconds | None = None
     """Alarm when the average run time of the last `average_over_runs` runs is above this."""
     average_over_runs: int = Field(default=10, ge=1, le=100)
     webhook: WebhookAlarm | None = None
@@ -355,7 +369,7 @@ class FlowConfig(_Model):
     catchup: bool = False
     retries: int = Field(default=2, ge=0, le=20)
     """Airflow retries of each task (exponential backoff); never for failures a retry cannot mend."""
-    retry_delay_seconds: float = Field(default=30, ge=0)
+    retry_delay_seconds: float = Field(default=30, ge=0, le=MAX_SECONDS)
 
     omnitron: OmnitronSettings
     get_data: GetDataSettings
@@ -363,7 +377,7 @@ class FlowConfig(_Model):
     """Script Step: a Python file run once per plan."""
     mapping: Mapping = None
     """Mapping Step: a Jolt spec file (a chain array or one operation), or the spec inline."""
-    script_timeout_seconds: float = Field(default=300, gt=0)
+    script_timeout_seconds: Seconds = 300
     """The time limit of every script run."""
     attributes: dict[str, str] = Field(default_factory=dict)
     """Static attributes every script of the flow reads with get_attribute (e.g. a CRM URL)."""

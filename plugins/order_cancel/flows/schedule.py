@@ -9,10 +9,11 @@ fires at the same minutes; any other is refused with the five-field form to writ
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 PRESETS = frozenset({"@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@annually"})
 # The largest value of each five-field position (minute, hour, day of month, month, day of week):
@@ -20,6 +21,9 @@ PRESETS = frozenset({"@once", "@hourly", "@daily", "@weekly", "@monthly", "@quar
 _FIELD_MAX = ("59", "23", "31", "12", "6")
 _DAY_OF_WEEK = 4
 _QUARTZ_ONLY = re.compile(r"[LW#]")
+# A cron naming a day no month has ('0 9 30 2 *') is valid to croniter, yet its DAG would load and
+# never run. Every real schedule fires within this many years: February 29th comes at least every 8.
+FIRES_WITHIN_YEARS = 8
 
 
 class ScheduleError(ValueError):
@@ -53,6 +57,12 @@ def airflow_schedule(text: str | None) -> Schedule:
 def _checked(cron: str, original: str) -> str:
     if not croniter.is_valid(cron):
         raise ScheduleError(f"{original!r} is not a valid cron expression (minute hour day-of-month month day-of-week)")
+    try:
+        croniter(cron, dt.datetime.now(dt.UTC), max_years_between_matches=FIRES_WITHIN_YEARS).get_next(dt.datetime)
+    except CroniterBadDateError:
+        raise ScheduleError(
+            f"{original!r} never fires: no day in the next {FIRES_WITHIN_YEARS} years matches it (e.g. February 30th)"
+        ) from None
     return cron
 
 
