@@ -215,7 +215,10 @@ def test_validate_empty_and_missing_folders(tmp_path):
 
     missing = cli("validate", tmp_path / "flowz")
     assert missing.returncode == 2
-    assert "no such folder" in missing.stderr
+    assert missing.stderr == (
+        f"error: the flows folder {tmp_path / 'flowz'} does not exist "
+        "(set ORDER_CANCEL_FLOWS_DIR to the folder of the flow files)\n"
+    )
 
 
 # --- test-script -----------------------------------------------------------------------------------
@@ -363,7 +366,7 @@ def test_script_that_transfers_to_failure_is_noted(tmp_path, plan_file):
     [
         (["--input", "missing.json"], "no such file: missing.json"),
         (["--input", "{plan}", "--attr", "channel_type"], "expected KEY=VALUE"),
-        (["--input", "{plan}", "--timeout", "0"], "expected a positive number of seconds"),
+        (["--input", "{plan}", "--timeout", "0"], "expected a number of seconds above 0, at most 86400, got '0'"),
         (["--input", "{plan}", "--var", "session=1"], "cannot replace the script API names ['session']"),
         ([], "--input"),
     ],
@@ -414,4 +417,7 @@ def test_mapping_input_that_is_not_json(tmp_path):
 def test_no_command():
     result = cli()
     assert result.returncode == 2
-    assert "usage:" in result.stderr
+    assert result.stderr == (
+        "python -m order_cancel: error: the following arguments are required: COMMAND "
+        "(see python -m order_cancel --help)\n"
+    )

@@ -2,8 +2,10 @@
 without Airflow.
 
 Exit codes: 0 success; 1 what was checked or tried failed (a flow file has problems, the script
-raised, the mapping failed); 2 nothing could be tried (bad arguments, a missing or unreadable file,
-input that is not JSON, a script that is not valid Python).
+raised, the mapping failed, Omnitron or the ledger's database did not answer or refused us); 2
+nothing could be tried (bad arguments, a missing or unreadable file, input that is not JSON, a
+script that is not valid Python, a connection without a host). Every error is one line naming the
+file, field or option; --debug adds the traceback.
 """
 
 from __future__ import annotations
@@ -11,21 +13,22 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from order_cancel.clients.connection import ConnectionFields, base_url, env_variable, tls_verify
-from order_cancel.clients.omnitron import OmnitronClient
+from order_cancel.clients.omnitron import OmnitronClient, OmnitronError
 from order_cancel.clients.tokens import TokenStore
 from order_cancel.flows.checks import inspect_flows
-from order_cancel.flows.loading import flow_files, flows_dir
-from order_cancel.flows.models import FlowConfig, json_schema
+from order_cancel.flows.loading import FlowsFolderError, flow_files, flows_dir
+from order_cancel.flows.models import MAX_SECONDS, FlowConfig, json_schema
 from order_cancel.ledger.history import as_json, histories, timeline_lines
-from order_cancel.ledger.location import LedgerSettings, from_environment
+from order_cancel.ledger.location import LedgerSettings, LedgerSettingsError, from_argument, from_environment
 from order_cancel.ledger.reconcile import reconcile_flow
 from order_cancel.ledger.store import Ledger, Search
 from order_cancel.panels.service import PanelInputError, UnknownFlow, find_flow, try_flow
@@ -34,10 +37,15 @@ from order_cancel.runtime.jolt import JoltMapping, MappingError, load_spec_file
 from order_cancel.runtime.scripts import DEFAULT_TIMEOUT, Script, ScriptFailed, ScriptSyntaxError
 
 USAGE_ERROR = 2
+FAILURE = 1
 
 
 class UsageError(Exception):
     """The command cannot run with what it was given (exit code 2)."""
+
+
+class Failure(Exception):
+    """What the command tried failed: a server or database did not answer, or refused us (exit code 1)."""
 
 
 # -- Argument types ------------------------------------------------------------------------------
@@ -66,10 +74,16 @@ def _positive_seconds(text: str) -> float:
     try:
         seconds = float(text)
     except ValueError:
-        seconds = 0
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+        seconds = math.nan
+    if not 0 < seconds <= MAX_SECONDS:  # nan and inf too: a script limit that never ends is none
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, at most {MAX_SECONDS}, got {text!r}")
     return seconds
+
+
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number above 0, got {text!r}")
+    return int(text)
 
 
 _RELATIVE = re.compile(r"(\d+)([mhd])")
@@ -80,8 +94,10 @@ def _moment(text: str) -> dt.datetime:
     """An ISO-8601 time, or a time ago: 30m, 6h, 7d."""
     relative = _RELATIVE.fullmatch(text.strip())
     if relative:
-        ago = dt.timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
-        return dt.datetime.now(dt.UTC) - ago
+        try:
+            return dt.datetime.now(dt.UTC) - dt.timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
+        except OverflowError:
+            raise argparse.ArgumentTypeError(f"{text!r} reaches back before the year 1") from None
     try:
         return parse_time(text)
     except ValueError:
@@ -127,10 +143,12 @@ def _print_logs(logs: list[tuple[str, str]]) -> None:
 
 def _validate(args: argparse.Namespace) -> int:
     folder = args.flows_dir or flows_dir()
-    if not folder.is_dir():
-        raise UsageError(f"no such folder: {folder}")
+    try:
+        files = flow_files(folder)
+    except FlowsFolderError as exc:
+        raise UsageError(str(exc)) from None
     # An empty folder is an error: a mistyped folder must not pass as "all flows OK".
-    if not flow_files(folder):
+    if not files:
         print(f"no flow files in {folder}", file=sys.stderr)
         return 1
     inspection = inspect_flows(folder)
@@ -202,14 +220,30 @@ def _try_flow(args: argparse.Namespace) -> int:
 
 
 def _open_ledger(args: argparse.Namespace) -> tuple[Ledger, LedgerSettings]:
-    settings = LedgerSettings(make_url(args.ledger), origin="--ledger") if args.ledger else from_environment()
+    try:
+        settings = from_argument(args.ledger) if args.ledger else from_environment()
+    except LedgerSettingsError as exc:
+        raise UsageError(str(exc)) from None
     database = settings.url.database
     if settings.url.get_backend_name() == "sqlite" and database and not Path(database).is_file():
         raise UsageError(
             f"no ledger at {database} ({settings.origin}): run a flow first, or name the ledger with --ledger URL "
             f"or {env_variable('order_cancel_ledger')}"
         )
-    return Ledger.open(settings.url.render_as_string(hide_password=False)), settings
+    try:
+        return Ledger.open(settings.url.render_as_string(hide_password=False)), settings
+    except (SQLAlchemyError, ImportError) as exc:
+        _ledger_failed(settings, exc)
+
+
+def _ledger_failed(settings: LedgerSettings, exc: Exception) -> NoReturn:
+    """A database that did not answer is a failure; one that is not a ledger, or a driver that is not
+    installed, is what the user named."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    message = f"cannot open the ledger {settings.shown} ({settings.origin}): {reason}"
+    if isinstance(exc, OperationalError):
+        raise Failure(message) from None
+    raise UsageError(message) from None
 
 
 def _history(args: argparse.Namespace) -> int:
@@ -233,7 +267,10 @@ def _reconcile(args: argparse.Namespace) -> int:
     except UnknownFlow as exc:
         raise UsageError(str(exc)) from None
     ledger, settings = _open_ledger(args)
-    checked, found = reconcile_flow(ledger, _omnitron(flow), flow, args.since, dt.datetime.now(dt.UTC))
+    try:
+        checked, found = reconcile_flow(ledger, _omnitron(flow), flow, args.since, dt.datetime.now(dt.UTC))
+    except OmnitronError as exc:
+        raise Failure(f"connection {flow.omnitron.conn_id!r}: {exc}") from None
     for discrepancy in found:
         print(discrepancy.line())
     print(f"{flow.flow_id}: {len(found)} discrepancy(ies) in {checked} plan(s) of the ledger {settings.shown}")
@@ -243,11 +280,15 @@ def _reconcile(args: argparse.Namespace) -> int:
 def _omnitron(flow: FlowConfig) -> OmnitronClient:
     """Omnitron, through the flow's connection as Airflow reads it from the environment."""
     conn_id = flow.omnitron.conn_id
-    conn = ConnectionFields.from_env(conn_id)
-    if conn is None:
-        raise UsageError(f"connection {conn_id!r} is not set: export {env_variable(conn_id)} as for Airflow")
+    try:
+        conn = ConnectionFields.from_env(conn_id)
+        if conn is None:
+            raise UsageError(f"connection {conn_id!r} is not set: export {env_variable(conn_id)} as for Airflow")
+        url = base_url(conn)
+    except ValueError as exc:  # ConnectionSettingsError (no host), or JSON that does not parse
+        raise UsageError(f"{env_variable(conn_id)}: {exc}") from None
     return OmnitronClient(
-        base_url(conn),
+        url,
         conn.login or "",
         conn.password or "",
         tokens=TokenStore(),
@@ -267,19 +308,28 @@ def _schema(args: argparse.Namespace) -> int:
 FLOWS_DIR_HELP = "default: $ORDER_CANCEL_FLOWS_DIR, else include/flows"
 
 
+def _command(commands: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    command = commands.add_parser(name, help=help_text)
+    # On each command rather than before it: `history --since 7d --debug` reads as users type it.
+    command.add_argument("--debug", action="store_true", help="on an error, show its traceback too")
+    return command
+
+
 def _attributes_option(command: argparse.ArgumentParser, help_text: str) -> None:
     command.add_argument("--attr", action="append", default=[], type=_key_value, metavar="KEY=VALUE", help=help_text)
 
 
 def _add_validate(commands: Any) -> None:
-    command = commands.add_parser("validate", help="check every flow file of a folder")
+    command = _command(commands, "validate", "check every flow file of a folder")
     command.add_argument("flows_dir", nargs="?", type=Path, metavar="FLOWS_DIR", help=FLOWS_DIR_HELP)
     command.set_defaults(handler=_validate)
 
 
 def _add_test_script(commands: Any) -> None:
-    command = commands.add_parser("test-script", help="run a script on one input, as the flow would")
-    command.add_argument("script", type=_existing_file, metavar="SCRIPT")
+    command = _command(commands, "test-script", "run a script on one input, as the flow would")
+    command.add_argument(
+        "script", type=_existing_file, metavar="SCRIPT", help="the script file: a Script Step, response or post script"
+    )
     command.add_argument(
         "--input",
         required=True,
@@ -308,8 +358,8 @@ def _add_test_script(commands: Any) -> None:
 
 
 def _add_try_flow(commands: Any) -> None:
-    command = commands.add_parser("try-flow", help="run a flow's script, mapping and response evaluation on one plan")
-    command.add_argument("flow_id", metavar="FLOW_ID")
+    command = _command(commands, "try-flow", "run a flow's script, mapping and response evaluation on one plan")
+    command.add_argument("flow_id", metavar="FLOW_ID", help="the flow_id of a flow file in the flows folder")
     command.add_argument(
         "--plan", required=True, type=_existing_file, metavar="FILE", help="one plan, as Omnitron returns it"
     )
@@ -321,45 +371,62 @@ def _add_try_flow(commands: Any) -> None:
 
 
 def _add_test_mapping(commands: Any) -> None:
-    command = commands.add_parser("test-mapping", help="apply a Jolt spec file to one JSON document")
-    command.add_argument("spec", type=_existing_file, metavar="SPEC")
-    command.add_argument("--input", required=True, type=_existing_file, metavar="FILE")
+    command = _command(commands, "test-mapping", "apply a Jolt spec file to one JSON document")
+    command.add_argument(
+        "spec", type=_existing_file, metavar="SPEC", help="the Jolt spec file: a chain array or one operation"
+    )
+    command.add_argument(
+        "--input", required=True, type=_existing_file, metavar="FILE", help="the JSON document to map (e.g. a plan)"
+    )
     command.set_defaults(handler=_test_mapping)
 
 
 def _add_schema(commands: Any) -> None:
     help_text = "print the flow file's JSON Schema (for editors; include/flow-file.schema.json is this output)"
-    commands.add_parser("schema", help=help_text).set_defaults(handler=_schema)
+    _command(commands, "schema", help_text).set_defaults(handler=_schema)
 
 
-LEDGER_HELP = "a SQLAlchemy URL; default: $AIRFLOW_CONN_ORDER_CANCEL_LEDGER, else $AIRFLOW_HOME/order_cancel_ledger.db"
+LEDGER_HELP = (
+    "a SQLAlchemy URL or a SQLite file's path; default: $AIRFLOW_CONN_ORDER_CANCEL_LEDGER, "
+    "else $AIRFLOW_HOME/order_cancel_ledger.db"
+)
 SINCE_HELP = "attempts from this time on: ISO-8601, or 30m / 6h / 7d ago"
 
 
 def _add_history(commands: Any) -> None:
-    command = commands.add_parser("history", help="a plan's attempts across runs, from the plan ledger")
+    command = _command(commands, "history", "a plan's attempts across runs, from the plan ledger")
     command.add_argument("--order", metavar="NUMBER", help="the order number")
     command.add_argument("--plan", type=int, metavar="PK", help="the cancellation plan's pk")
     command.add_argument("--flow", metavar="FLOW_ID", help="one flow only")
     command.add_argument("--failed", action="store_true", help="only plans whose latest attempt failed")
     command.add_argument("--since", type=_moment, metavar="TIME", help=SINCE_HELP)
-    command.add_argument("--limit", type=int, default=500, metavar="N", help="the newest N attempts (default 500)")
+    command.add_argument(
+        "--limit", type=_positive_int, default=500, metavar="N", help="the newest N attempts (default 500)"
+    )
     command.add_argument("--json", action="store_true", help="the attempts as JSON")
     command.add_argument("--ledger", metavar="URL", help=LEDGER_HELP)
     command.set_defaults(handler=_history)
 
 
 def _add_reconcile(commands: Any) -> None:
-    command = commands.add_parser("reconcile", help="compare the plan ledger with Omnitron; exit 1 on any discrepancy")
-    command.add_argument("--flow", required=True, metavar="FLOW_ID")
+    command = _command(commands, "reconcile", "compare the plan ledger with Omnitron; exit 1 on any discrepancy")
+    command.add_argument("--flow", required=True, metavar="FLOW_ID", help="the flow whose attempts are compared")
     command.add_argument("--since", type=_moment, metavar="TIME", help=SINCE_HELP)
     command.add_argument("--flows-dir", type=Path, metavar="FLOWS_DIR", help=FLOWS_DIR_HELP)
     command.add_argument("--ledger", metavar="URL", help=LEDGER_HELP)
     command.set_defaults(handler=_reconcile)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments in one line naming the option, like every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m order_cancel", description=(__doc__ or "").splitlines()[0])
+    description, _, epilog = (__doc__ or "").partition("\n\n")
+    parser = _Parser(prog="python -m order_cancel", description=description, epilog=epilog)
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     commands_added = (
         _add_validate,
@@ -379,6 +446,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return USAGE_ERROR
+    except Exception as exc:
+        if args.debug:
+            raise
+        # An error nobody foresaw is one line too; --debug shows where it came from.
+        known = isinstance(exc, (UsageError, Failure))
+        message = str(exc) if known else f"{type(exc).__name__}: {exc} (--debug shows the traceback)"
+        print(f"error: {' '.join(message.split())}", file=sys.stderr)
+        return USAGE_ERROR if isinstance(exc, UsageError) else FAILURE

@@ -26,8 +26,12 @@ class PlanHistory:
     @property
     def standing(self) -> Attempt:
         """The attempt that says where the plan stands: the latest, but for a post script that ran
-        after it (the post script's own task knows the ERP's answer, not the Omnitron write)."""
-        return next(attempt for attempt in reversed(self.attempts) if attempt.failed or not _only_posted(attempt))
+        after it (the post script's own task knows the ERP's answer, not the Omnitron write). A search
+        (--limit, --since) may have found the post script's attempts alone: then the latest."""
+        return next(
+            (attempt for attempt in reversed(self.attempts) if attempt.failed or not _only_posted(attempt)),
+            self.latest,
+        )
 
     @property
     def order_number(self) -> str | None:

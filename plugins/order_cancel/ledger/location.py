@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 from order_cancel.clients.connection import ConnectionFields
 
@@ -22,6 +23,8 @@ LEDGER_CONN_ID = "order_cancel_ledger"
 LEDGER_FILE = "order_cancel_ledger.db"
 DEFAULT_RETENTION_DAYS = 90
 _POSTGRES = ("postgres", "postgresql")
+# The PostgreSQL driver the package installs (SQLAlchemy 2.1 would take psycopg 3 for postgresql://).
+POSTGRES_DRIVER = "postgresql+psycopg2"
 
 
 class LedgerSettingsError(Exception):
@@ -46,7 +49,7 @@ def airflow_home(environ: Mapping[str, str] = os.environ) -> str:
 
 def default_settings(home: str | os.PathLike[str]) -> LedgerSettings:
     path = Path(home).expanduser() / LEDGER_FILE
-    return LedgerSettings(URL.create("sqlite", database=str(path)), origin=f"default (a file under {home})")
+    return LedgerSettings(URL.create("sqlite", database=str(path)), origin=f"the default, a file under {home}")
 
 
 def from_connection(conn: Any) -> LedgerSettings:
@@ -56,7 +59,7 @@ def from_connection(conn: Any) -> LedgerSettings:
         url = URL.create("sqlite", database=conn.host)
     elif kind in _POSTGRES and conn.host:
         url = URL.create(
-            "postgresql+psycopg2",
+            POSTGRES_DRIVER,
             username=conn.login,
             password=conn.password,
             host=conn.host,
@@ -70,6 +73,17 @@ def from_connection(conn: Any) -> LedgerSettings:
         )
     retention = int(conn.extra_dejson.get("retention_days", DEFAULT_RETENTION_DAYS))
     return LedgerSettings(url, retention, origin=f"connection {LEDGER_CONN_ID!r}")
+
+
+def from_argument(text: str) -> LedgerSettings:
+    """The ledger `--ledger` names: a SQLAlchemy URL, or a SQLite file's path."""
+    try:
+        url = make_url(text) if "://" in text else URL.create("sqlite", database=text)
+    except ArgumentError:
+        raise LedgerSettingsError(f"--ledger {text!r} is neither a SQLAlchemy URL nor a file's path") from None
+    if url.drivername in _POSTGRES:
+        url = url.set(drivername=POSTGRES_DRIVER)
+    return LedgerSettings(url, origin="--ledger")
 
 
 def from_environment(environ: Mapping[str, str] = os.environ) -> LedgerSettings:
