@@ -69,7 +69,7 @@ TASK_TITLE = "airflow worker -- "
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.celery_throughput", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.celery_throughput", description=__doc__.split("\n\n")[0])
     parser.add_argument("--plans", type=int, default=200, help="plans per layout run (default %(default)s)")
     parser.add_argument("--big", type=int, default=5000, help="plans of the big batch run (default %(default)s)")
     parser.add_argument("--concurrency", type=int, default=4, help="task slots per worker (default %(default)s)")

@@ -68,7 +68,7 @@ class BenchmarkError(Exception):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bin/bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="bin/bench", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--plans",
         default=",".join(map(str, DEFAULT_PLANS)),

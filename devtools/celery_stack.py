@@ -60,6 +60,7 @@ from devtools.stack import (
     run_in_foreground,
     send_signal,
 )
+from fakes import DEMO_ERP_PORT, DEMO_OMNITRON_PORT
 
 DEFAULT_HOME = ROOT / ".airflow" / "celery"
 DEFAULT_DATABASE = "airflow_order_cancel"
@@ -78,8 +79,8 @@ class ServiceUnavailable(StartupError):
 class CeleryStackConfig:
     home: Path = DEFAULT_HOME
     port: int = 8080
-    omnitron_port: int = 18081
-    erp_port: int = 18082
+    omnitron_port: int = DEMO_OMNITRON_PORT
+    erp_port: int = DEMO_ERP_PORT
     fakes: bool = True
     plans: int = 24
     flows_dir: Path = ROOT / "include" / "flows"
@@ -442,7 +443,7 @@ class CeleryStack:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bin/airflow-celery", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="bin/airflow-celery", description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=2, help="Celery workers, default 2")
     parser.add_argument("--concurrency", type=int, default=4, help="task slots per worker, default 4")
     parser.add_argument("--parallelism", type=int, default=16, help="[core] parallelism, default 16")

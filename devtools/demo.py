@@ -14,7 +14,6 @@ import sys
 from devtools.airflow_env import ROOT, connection_json, use_local_airflow
 
 DEMO_HOME = ROOT / ".airflow" / "demo"
-OMNITRON_PORT, ERP_PORT = 18081, 18082
 OMNITRON_LOGIN, ERP_LOGIN = ("omnitron", "omnitron-pass"), ("erp", "erp-pass")
 
 
@@ -27,10 +26,10 @@ def prepare_airflow() -> None:
 
 
 def start_fakes():
-    from fakes import FakeErp, FakeOmnitron, demo_dataset
+    from fakes import DEMO_ERP_PORT, DEMO_OMNITRON_PORT, FakeErp, FakeOmnitron, demo_dataset
 
-    omnitron = FakeOmnitron(users=dict([OMNITRON_LOGIN]), port=OMNITRON_PORT).start()
-    erp = FakeErp(auth="token", username=ERP_LOGIN[0], password=ERP_LOGIN[1], port=ERP_PORT).start()
+    omnitron = FakeOmnitron(users=dict([OMNITRON_LOGIN]), port=DEMO_OMNITRON_PORT).start()
+    erp = FakeErp(auth="token", username=ERP_LOGIN[0], password=ERP_LOGIN[1], port=DEMO_ERP_PORT).start()
     plans, transactions = demo_dataset(24)
     omnitron.add_plans(plans)
     omnitron.add_order_transactions(transactions)

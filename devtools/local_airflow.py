@@ -41,7 +41,7 @@ DEFAULT_HOME = ROOT / ".airflow" / "local"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bin/airflow-local", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="bin/airflow-local", description=__doc__.split("\n\n")[0])
     add_stack_arguments(parser, DEFAULT_HOME)
     return parser.parse_args(argv)
 

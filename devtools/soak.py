@@ -493,7 +493,7 @@ def report_lines(result: dict) -> list[str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bin/soak", description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(prog="bin/soak", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=30, help="minutes of faults (default %(default)s)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--fault-every", type=float, default=12, help="seconds between faults, on average")

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devtools.airflow_env import ROOT, airflow_env, connection_json
+from fakes import DEMO_ERP_PORT, DEMO_OMNITRON_PORT
 
 MARKER = "ORDER_CANCEL_LOCAL_AIRFLOW"
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
@@ -183,12 +184,17 @@ def add_stack_arguments(parser: argparse.ArgumentParser, default_home: Path) -> 
         help="do not start the fakes (AIRFLOW_CONN_OMNITRON_DEMO / _ERP_DEMO from the "
         "environment win; otherwise the connections still point at the fake ports)",
     )
-    parser.add_argument("--omnitron-port", type=int, default=18081, help="fake Omnitron port, default 18081")
+    parser.add_argument(
+        "--omnitron-port",
+        type=int,
+        default=DEMO_OMNITRON_PORT,
+        help=f"fake Omnitron port, default {DEMO_OMNITRON_PORT}",
+    )
     parser.add_argument(
         "--erp-port",
         type=int,
-        default=18082,
-        help="fake ERP port, default 18082 (the example flow's crm_url names 18082)",
+        default=DEMO_ERP_PORT,
+        help=f"fake ERP port, default {DEMO_ERP_PORT} (the example flow's crm_url names it)",
     )
     parser.add_argument("--plans", type=int, default=24, help="demo cancellation plans in the fake Omnitron")
     parser.add_argument(

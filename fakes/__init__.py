@@ -14,4 +14,18 @@ from .erp import FakeErp
 from .messages import RecordedRequest, Reply
 from .omnitron import FakeOmnitron
 
-__all__ = ["FakeErp", "FakeOmnitron", "RecordedRequest", "Reply", "demo_dataset", "make_order_transaction", "make_plan"]
+# Where the demo, the local stacks and `python -m fakes` listen, and what the example flows and the
+# README name (the crm_url attribute of include/flows/acme_waiting_cancellations.yaml).
+DEMO_OMNITRON_PORT, DEMO_ERP_PORT = 18081, 18082
+
+__all__ = [
+    "DEMO_ERP_PORT",
+    "DEMO_OMNITRON_PORT",
+    "FakeErp",
+    "FakeOmnitron",
+    "RecordedRequest",
+    "Reply",
+    "demo_dataset",
+    "make_order_transaction",
+    "make_plan",
+]

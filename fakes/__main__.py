@@ -10,6 +10,7 @@ import argparse
 import signal
 import threading
 
+from . import DEMO_ERP_PORT, DEMO_OMNITRON_PORT
 from .data import demo_dataset
 from .erp import AUTH_MODES, FakeErp
 from .omnitron import FakeOmnitron
@@ -17,8 +18,8 @@ from .omnitron import FakeOmnitron
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m fakes", description=__doc__.splitlines()[0])
-    parser.add_argument("--omnitron-port", type=int, default=8081)
-    parser.add_argument("--erp-port", type=int, default=8082)
+    parser.add_argument("--omnitron-port", type=int, default=DEMO_OMNITRON_PORT, help=f"default {DEMO_OMNITRON_PORT}")
+    parser.add_argument("--erp-port", type=int, default=DEMO_ERP_PORT, help=f"default {DEMO_ERP_PORT}")
     parser.add_argument("--plans", type=int, default=12, help="how many demo cancellation plans")
     parser.add_argument("--erp-auth", choices=AUTH_MODES, default="none")
     parser.add_argument("--log-requests", action="store_true", help="log each request to stderr")
