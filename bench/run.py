@@ -58,7 +58,7 @@ PARSE_FLOW_COUNTS = (1, 10, 100)
 GOAL_PLANS = 500
 PER_STEP, SINGLE = "per-step", "single"
 SINGLE_VS_PER_STEP, SINGLE_VS_NOOP = 0.45, 1.2
-BASELINE_ROUNDS = 3
+BASELINE_ROUNDS = 5
 # A stuck child must not hold the whole benchmark; the biggest run takes a few minutes.
 CHILD_TIMEOUT_S = 20 * 60
 

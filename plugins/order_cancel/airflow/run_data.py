@@ -36,7 +36,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
 from airflow.sdk.bases.xcom import BaseXCom
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from order_cancel.pipeline.batch import BatchCheckpoint
 from order_cancel.pipeline.plan import RECORDS, PlanProgress, PlanRef, Stage, StepRecord, WorkItem
@@ -51,6 +51,8 @@ FAILED_PLANS_TASK = "failed_plans"
 SUMMARY_TASK = "summary"
 WATERMARK_TASK = "advance_watermark"
 
+# A batch's plans as JSON in one pass of pydantic's serializer.
+PLANS = TypeAdapter(list[PlanProgress])
 RETURN_KEY = BaseXCom.XCOM_RETURN_KEY
 NEXT_WATERMARK_KEY = "next_watermark"
 PLAN_ERROR_KEY = "plan_error"
@@ -162,7 +164,7 @@ def pull_stage_records(ti: Any, task_ids: list[str]) -> list[StepRecord]:
 
 def push_batch(ti: Any, plans: list[PlanProgress]) -> None:
     """A batch's plans, pushed also when the batch fails (then Airflow would push nothing)."""
-    ti.xcom_push(key=RETURN_KEY, value=encode([plan.model_dump(mode="json") for plan in plans]))
+    ti.xcom_push(key=RETURN_KEY, value=PLANS.dump_json(plans).decode())
 
 
 def run_progress(ti: Any, plan_task_ids: list[str], *, batches: bool) -> Iterator[PlanProgress] | None:
