@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -330,6 +331,40 @@ def test_script_timeout(tmp_path, plan_file):
     result = cli("test-script", script, "--input", plan_file, "--timeout", "0.2")
     assert result.returncode == 1
     assert "ScriptTimeout" in json.loads(result.stdout)["attributes"]["log.script.error"]
+
+
+STUBBORN_SCRIPT = """\
+import time
+while True:
+    try:
+        time.sleep(1)
+    except:
+        pass
+"""
+
+
+def test_a_script_that_will_not_stop_is_stopped_at_the_timeout(tmp_path, plan_file):
+    script = write(tmp_path / "stubborn.py", STUBBORN_SCRIPT)
+    started = time.monotonic()
+    result = cli("test-script", script, "--input", plan_file, "--timeout", "2")
+    assert time.monotonic() - started < 2 + 5  # the limit, the grace, two interpreters starting
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["attributes"]["log.script.error"] == (
+        "ScriptTimeout: stopped after 2 s (it did not stop when asked: its process was killed)"
+    )
+
+
+def test_try_flow_stops_a_script_that_will_not_stop_at_the_flows_limit(tmp_path, plan_file):
+    folder = tmp_path / "flows"
+    write(folder / "scripts" / "stubborn.py", STUBBORN_SCRIPT)
+    write_flow(folder, "acme_stubborn", script="scripts/stubborn.py", script_timeout_seconds=2)
+    started = time.monotonic()
+    result = cli("try-flow", "acme_stubborn", "--plan", plan_file, "--flows-dir", folder)
+    assert time.monotonic() - started < 2 + 5
+    assert result.returncode == 1
+    answer = json.loads(result.stdout)
+    assert answer["failed_step"] == "script"
+    assert answer["error"].startswith("ScriptTimeout: stopped after 2 s (it did not stop when asked")
 
 
 def test_what_a_script_prints_stays_off_the_json(tmp_path, plan_file):

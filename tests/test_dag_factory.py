@@ -50,3 +50,27 @@ def test_optional_steps_add_their_tasks(flows):
 def test_manual_only_flows_have_no_schedule(flows):
     flows.write(schedule=None)
     assert type(flows.dagbag().get_dag("acme_cancel").timetable).__name__ == "NullTimetable"
+
+
+def test_every_task_ends_once_the_flows_limits_are_spent(flows):
+    """A task past every limit of its calls and scripts has hung: Airflow ends it (execution_timeout),
+    so the flow's next run can start."""
+    flows.write_file("scripts/enrich.py", "log.info('x')\n")
+    limits = {
+        "script": "scripts/enrich.py",
+        "script_timeout_seconds": 10,
+        "omnitron": {"timeout_seconds": 3},
+        "erp": {"timeout_seconds": 5, "max_auth_retries": 1},
+    }
+    # One plan: the script (10 s), login and send twice (2 x 2 x 5 s), four Omnitron calls (4 x 3 s),
+    # and two minutes for Airflow's own work.
+    plan_limit = dt.timedelta(seconds=120 + 10 + 20 + 12)
+    flows.write(**limits)
+    per_step = flows.dagbag().get_dag("acme_cancel")
+    flows.write(flow_id="acme_batch", batch={"size": 20, "concurrency": 4}, **limits)
+    batches = flows.dagbag().get_dag("acme_batch")
+
+    assert {per_step.get_task(f"plan.{step}").execution_timeout for step in ("transform", "write_erp")} == {plan_limit}
+    assert batches.get_task("plan_batch").execution_timeout == dt.timedelta(seconds=120 + 5 * 42)
+    assert batches.get_task("plan").execution_timeout == plan_limit
+    assert all(task.execution_timeout for dag in (per_step, batches) for task in dag.tasks)

@@ -226,7 +226,7 @@ def test_tries_beyond_the_few_at_once_are_answered_429_with_retry_after(pages, m
         finish.wait(timeout=30)
         return {"ok": True}
 
-    monkeypatch.setattr(service, "try_flow", slow_try)
+    monkeypatch.setattr(service, "try_contained", slow_try)
     admin, body = bearer(pages, "admin"), {"plan": {"pk": 4}}
     answers: list[int] = []
     tries = [
@@ -261,3 +261,56 @@ def test_a_deployment_can_turn_the_panels_script_runs_off(pages, monkeypatch):
     monkeypatch.setenv("AIRFLOW__ORDER_CANCEL__PANELS_RUN_SCRIPTS", "True")
     assert pages.get(f"{PANELS}/api/flows", headers=admin).json()["scripts_off"] is None
     assert pages.post(TRY, json={"plan": {"pk": 4}}, headers=admin).status_code == 200
+
+
+# -- the panels run flow code in a child process ------------------------------------------------------
+
+PROBE = """\
+import json, os
+outputStream.write(json.dumps({"pid": os.getpid(), "environment": dict(os.environ)}))
+"""
+
+
+@pytest.fixture
+def probe_pages(airflow_db, tmp_path, monkeypatch):
+    """A flow whose script reports its process and environment; one whose script will not stop."""
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", "fernet-key-of-the-api-server")
+    monkeypatch.setenv("AIRFLOW_CONN_ERP_PROBE", "http://erp:erp-password-of-the-api-server@127.0.0.1:1")
+    folder = tmp_path / "flows"
+    (folder / "scripts").mkdir(parents=True)
+    (folder / "scripts" / "probe.py").write_text(PROBE)
+    (folder / "scripts" / "stubborn.py").write_text(
+        "import time\nwhile True:\n    try:\n        time.sleep(1)\n    except:\n        pass\n"
+    )
+    for flow_id, script in (("acme_probe", "probe.py"), ("acme_stubborn", "stubborn.py")):
+        flow = merged(BASE_FLOW, {"flow_id": flow_id, "script": f"scripts/{script}", "script_timeout_seconds": 1})
+        (folder / f"{flow_id}.yaml").write_text(yaml.safe_dump(flow))
+    return pages_client(monkeypatch, tmp_path, ["admin:admin"], folder)
+
+
+def test_a_script_tried_in_the_panels_runs_outside_the_api_server_and_finds_no_secret(probe_pages):
+    import os
+
+    answer = probe_pages.post(
+        f"{PANELS}/api/flows/acme_probe/try", json={"plan": {"pk": 4}}, headers=bearer(probe_pages, "admin")
+    )
+
+    assert answer.status_code == 200, answer.text
+    probe = answer.json()["script"]["result_data"]
+    assert probe["pid"] != os.getpid()
+    leaked = [name for name, value in probe["environment"].items() if "AIRFLOW" in name or "api-server" in value]
+    assert leaked == []
+
+
+def test_a_script_that_will_not_stop_is_killed_at_the_panels_limit(probe_pages):
+    import time
+
+    started = time.monotonic()
+    answer = probe_pages.post(
+        f"{PANELS}/api/flows/acme_stubborn/try", json={"plan": {"pk": 4}}, headers=bearer(probe_pages, "admin")
+    )
+
+    assert time.monotonic() - started < 1 + 1 + 3
+    result = answer.json()
+    assert answer.status_code == 200 and result["ok"] is False and result["failed_step"] == "script"
+    assert result["error"] == "ScriptTimeout: a script did not stop at its limit (1 s): the try's process was killed"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from fakes.data import make_plan
-from order_cancel.runtime import scripts
-from order_cancel.runtime.nifi_api import logged_attributes
+from order_cancel.runtime import containment, scripts
+from order_cancel.runtime.nifi_api import MAX_LOG_LINE_CHARS, MAX_LOG_LINES, logged_attributes
 from order_cancel.runtime.scripts import (
     Script,
     ScriptFailed,
@@ -271,25 +271,6 @@ def test_timeout_in_a_worker_thread(source):
     assert 0.45 < seconds < 1.5
 
 
-def test_worker_thread_runs_share_one_watchdog_thread():
-    def several_runs():
-        for _ in range(20):
-            run("x = 1", timeout=5)
-        return [thread.name for thread in threading.enumerate()].count("script-watchdog")
-
-    assert in_worker_thread(several_runs)[:2] == (1, None)
-
-
-def test_worker_thread_run_that_ends_in_time_leaves_no_pending_exception():
-    def several_runs():
-        for _ in range(20):
-            run("x = sum(range(1000))", timeout=0.05)
-        time.sleep(0.2)  # a stray asynchronous exception would be delivered here
-        return "ok"
-
-    assert in_worker_thread(several_runs)[:2] == ("ok", None)
-
-
 def test_a_swallowed_deadline_is_still_a_timeout(alarm_state):
     source = "try:\n    while True:\n        pass\nexcept BaseException:\n    pass\n"
     with pytest.raises(ScriptTimeout):
@@ -297,7 +278,7 @@ def test_a_swallowed_deadline_is_still_a_timeout(alarm_state):
     assert isinstance(in_worker_thread(lambda: run(source, timeout=0.2))[1], ScriptTimeout)
 
 
-def test_main_thread_alarm_repeats_when_the_script_swallows_it(alarm_state):
+def test_the_alarm_repeats_when_the_script_swallows_it(alarm_state):
     source = (
         "import time\nfor _ in range(5):\n    try:\n        time.sleep(1)\n    except BaseException:\n        pass\n"
     )
@@ -305,6 +286,80 @@ def test_main_thread_alarm_repeats_when_the_script_swallows_it(alarm_state):
     with pytest.raises(ScriptTimeout):
         run(source, timeout=0.3)
     assert time.monotonic() - started < 1.5  # without the repeat: about 4.3 s
+
+
+# Scripts that will not be stopped: one swallows every interruption, one turns the alarm off.
+UNSTOPPABLE = {
+    "bare except": (
+        "import time\n"
+        "while True:\n"
+        "    try:\n"
+        "        time.sleep(1)\n"
+        "        raise IOError()\n"
+        "    except:\n"
+        "        pass\n"
+    ),
+    "alarm ignored": "import signal, time\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\ntime.sleep(60)\n",
+}
+
+
+@pytest.mark.parametrize("source", UNSTOPPABLE.values(), ids=UNSTOPPABLE.keys())
+@pytest.mark.parametrize("thread", ["main thread", "worker thread"])
+def test_a_script_that_will_not_stop_is_killed_at_its_limit(source, thread, alarm_state):
+    def attempt():
+        return run(source, timeout=1)
+
+    result, error, seconds = in_worker_thread(attempt) if thread == "worker thread" else _timed(attempt)
+    assert isinstance(error, ScriptTimeout), (result, error)
+    assert 1 < seconds < 1 + containment.GRACE_SECONDS + 1.5
+    assert error.attributes["log.script.error"] == (
+        "ScriptTimeout: stopped after 1 s (it did not stop when asked: its process was killed)"
+    )
+    assert run("outputStream.write('next')", timeout=5).output_text == "next", "the next run gets a fresh process"
+
+
+def test_what_a_script_starts_is_killed_with_it(tmp_path):
+    marker = tmp_path / "still-running"
+    late_write = f"import time; time.sleep(3); open({str(marker)!r}, 'w')"
+    source = (
+        "import signal, subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, '-c', {late_write!r}])\n"
+        "signal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
+        "time.sleep(60)\n"
+    )
+    with pytest.raises(ScriptTimeout):
+        run(source, timeout=0.5)
+    time.sleep(4)
+    assert not marker.exists()
+
+
+def test_a_script_sees_none_of_its_callers_environment(monkeypatch):
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", "the-fernet-key")
+    monkeypatch.setenv("AIRFLOW_CONN_ERP", "http://erp:the-password@erp")
+    monkeypatch.setenv("SOME_TOKEN", "the-token")
+    containment.thread_child().close()  # a child started before these were set would not have them anyway
+
+    result = run("import os, json\noutputStream.write(json.dumps(dict(os.environ)))")
+
+    environment = json.loads(result.output_text)
+    assert not [value for value in environment.values() if value.startswith("the-") or "the-password" in value]
+    assert not [name for name in environment if name.startswith("AIRFLOW")]
+
+
+def test_a_scripts_log_lines_are_bounded():
+    result = run("for n in range(10000):\n    print('line', n)\nlog.info('x' * 100000)")
+    assert len(result.logs) == MAX_LOG_LINES + 1
+    assert result.logs[-1] == ("warning", f"... {10001 - MAX_LOG_LINES} more lines cut (a plan keeps {MAX_LOG_LINES})")
+    long = run("log.info('x' * 100000)").logs[0][1]
+    assert long.endswith(f"... ({100000 - MAX_LOG_LINE_CHARS} more characters cut)") and len(long) < 2100
+
+
+def _timed(function):
+    started = time.monotonic()
+    try:
+        return function(), None, time.monotonic() - started
+    except BaseException as error:
+        return None, error, time.monotonic() - started
 
 
 def test_previous_sigalrm_handler_and_timer_are_restored():

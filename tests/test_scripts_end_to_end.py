@@ -172,3 +172,31 @@ def test_a_dry_run_records_each_erp_request_and_sends_nothing(flows, omnitron, e
     )
     assert {row["relation"] for row in run.summary.values()} == {"dry_run"}
     assert all(plan["status"] == "waiting" for plan in omnitron.plans.values())
+
+
+@every_layout
+def test_a_script_that_will_not_stop_fails_only_its_plan(flows, omnitron, erp_servers):
+    erp = erp_servers["token"]
+    omnitron.add_plans([make_plan(pk, order_pk=100 + pk) for pk in (1, 2, 3)])
+    flows.write_file(
+        "scripts/stubborn.py",
+        (
+            "import json, time\n"
+            "if json.loads(input_text)['pk'] == 2:\n"
+            "    while True:\n"
+            "        try:\n"
+            "            time.sleep(1)\n"
+            "        except:\n"
+            "            pass\n"
+        ),
+    )
+    flows.write(script="scripts/stubborn.py", script_timeout_seconds=1)
+
+    run = flows.run()
+
+    assert run.state == "failed"
+    assert sorted(r.body["pk"] for r in erp.requests if r.path == "/api/cancellations") == [1, 3]
+    assert {pk: omnitron.plans[pk]["status"] for pk in (1, 2, 3)} == {1: "approved", 2: "waiting", 3: "approved"}
+    assert run.summary[2]["error"] == (
+        "transform: ScriptTimeout: stopped after 1 s (it did not stop when asked: its process was killed)"
+    )

@@ -32,6 +32,7 @@ from order_cancel.airflow.operators.run import (
     RunSummaryOperator,
 )
 from order_cancel.flows.checks import inspect_flows
+from order_cancel.flows.limits import batch_task_timeout, plan_task_timeout, run_task_timeout
 from order_cancel.flows.loading import FlowConfigError, FlowsFolderError, load_flows
 from order_cancel.flows.models import CancelStatus, FlowConfig, Layout
 from order_cancel.pipeline.plan import Stage
@@ -72,6 +73,7 @@ def build_dag(flow: FlowConfig) -> DAG:
             "retry_delay": dt.timedelta(seconds=flow.retry_delay_seconds),
             "retry_exponential_backoff": True,
             "max_retry_delay": dt.timedelta(minutes=30),
+            "execution_timeout": run_task_timeout(flow),
         },
         doc_md=f"Order Cancel Flow `{flow.flow_id}`, defined in `{flow.source}`." + (f" Its {note}." if note else ""),
         # Registered by the DAG file only once it is whole (see `build_dags`), never half-built.
@@ -106,19 +108,27 @@ def _erp_limits(flow: FlowConfig) -> dict:
     return {**limits, "pool": flow.erp.pool} if flow.erp.pool else limits
 
 
+def _plan_limits(flow: FlowConfig) -> dict:
+    return {"flow": flow, "execution_timeout": plan_task_timeout(flow)}
+
+
 def _per_step_tasks(flow: FlowConfig, fetch: FetchPlansOperator) -> PlanTasks:
     """A task group mapped over the plans: one task instance per plan and stage."""
 
     @task_group(group_id=run_data.PLAN_GROUP)
     def process_plan(item):
-        prepared = TransformPlanOperator(task_id=Stage.TRANSFORM.value, flow=flow, step_input=item)
+        prepared = TransformPlanOperator(task_id=Stage.TRANSFORM.value, step_input=item, **_plan_limits(flow))
         delivered = WriteErpOperator(
-            task_id=Stage.WRITE_ERP.value, flow=flow, step_input=prepared.output, **_erp_limits(flow)
+            task_id=Stage.WRITE_ERP.value, step_input=prepared.output, **_plan_limits(flow), **_erp_limits(flow)
         )
-        written = WriteOmnitronOperator(task_id=Stage.WRITE_OMNITRON.value, flow=flow, step_input=delivered.output)
+        written = WriteOmnitronOperator(
+            task_id=Stage.WRITE_OMNITRON.value, step_input=delivered.output, **_plan_limits(flow)
+        )
         if flow.post_script:
             # The post script reads the ERP's request and answer; it runs once Omnitron is written.
-            written >> PostScriptOperator(task_id=Stage.POST_SCRIPT.value, flow=flow, step_input=delivered.output)
+            written >> PostScriptOperator(
+                task_id=Stage.POST_SCRIPT.value, step_input=delivered.output, **_plan_limits(flow)
+            )
 
     group = process_plan.expand(item=fetch.output)
     return PlanTasks(group, group, [run_data.stage_task(stage) for stage in flow_stages(flow)])
@@ -127,7 +137,7 @@ def _per_step_tasks(flow: FlowConfig, fetch: FetchPlansOperator) -> PlanTasks:
 def _plan_task(flow: FlowConfig, mapped_over: Any) -> Any:
     """One task instance per plan, mapped over plan refs (a mapped operator takes its label from partial())."""
     partial = PlanOperator.partial(
-        task_id=run_data.PLAN_TASK, flow=flow, map_index_template=PLAN_LABEL, **_erp_limits(flow)
+        task_id=run_data.PLAN_TASK, map_index_template=PLAN_LABEL, **_plan_limits(flow), **_erp_limits(flow)
     )
     return partial.expand(step_input=mapped_over)
 
@@ -140,7 +150,11 @@ def _single_tasks(flow: FlowConfig, fetch: FetchPlansOperator) -> PlanTasks:
 def _batch_tasks(flow: FlowConfig, fetch: FetchPlansOperator) -> PlanTasks:
     """One task instance per batch of plans, then one per plan a batch could not finish."""
     batch = ProcessBatchOperator.partial(
-        task_id=run_data.BATCH_TASK, flow=flow, map_index_template=BATCH_LABEL, **_erp_limits(flow)
+        task_id=run_data.BATCH_TASK,
+        flow=flow,
+        map_index_template=BATCH_LABEL,
+        execution_timeout=batch_task_timeout(flow),
+        **_erp_limits(flow),
     ).expand(plan_refs=fetch.output)
     failed = CollectFailedPlansOperator(task_id=run_data.FAILED_PLANS_TASK, flow=flow)
     batch >> failed

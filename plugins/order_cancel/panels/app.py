@@ -2,7 +2,7 @@
 
     GET  <prefix>/                         the page (HTML + JS, no build step)
     GET  <prefix>/api/flows                the flows of the flows folder that the user may read
-    POST <prefix>/api/flows/{dag_id}/try   panels.service.try_flow on one plan
+    POST <prefix>/api/flows/{dag_id}/try   panels.service.try_flow on one plan, in a child process
 
 Authentication and authorization are Airflow's own (see `order_cancel.airflow.web`), each DAG with
 its team. Reading a flow needs what reading its DAG needs; trying a flow runs the flow's scripts, so
@@ -122,7 +122,7 @@ def try_flow(dag_id: str, body: TryRequest) -> dict[str, Any]:
     except panels.UnknownFlow as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     try:
-        return panels.try_flow(
+        return panels.try_contained(
             flow, body.plan, body.attributes, body.erp_status, body.erp_body, order_transaction=body.order_transaction
         )
     except panels.PanelInputError as exc:

@@ -22,12 +22,15 @@ from order_cancel.flows.loading import FlowsFolderError, load_flows
 from order_cancel.flows.models import FlowConfig
 from order_cancel.pipeline.plan import MappingRecord, ScriptRecord, StepRecord, WorkItem
 from order_cancel.pipeline.steps import PlanPipeline, plan_attributes
+from order_cancel.runtime import containment
 from order_cancel.runtime.evaluation import DEFAULT_RESPONSE_TEMPLATE, REJECTED_COUNT_ATTRIBUTE, Relation
 from order_cancel.runtime.nifi_api import ERROR_ATTRIBUTE, LogLine
 
 # A panel run stops a script after at most this many seconds (a flow's own limit is usually 300 s;
 # an api-server thread should not wait that long for a test).
 PANEL_SCRIPT_TIMEOUT = 30.0
+# The scripts one try may run one after the other: the flow's script and its response script.
+SCRIPTS_PER_TRY = 2
 
 # What each relation leads to in the flow (README, "Relations and what is written to Omnitron").
 RELATION_MEANINGS = {
@@ -227,6 +230,31 @@ def try_flow(
         return result
     answer = ErpAnswer(status_code=int(erp_status), text=_answer_text(erp_body), request_url=flow.write_erp.url)
     return _show_response(result, pipeline, answer, extra)
+
+
+def try_contained(
+    flow: FlowConfig,
+    plan: Any,
+    attributes: Any = None,
+    erp_status: int | None = None,
+    erp_body: Any = None,
+    *,
+    order_transaction: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`try_flow` in a child process of its own, so that the caller (the api-server) never runs a
+    flow's code: it sees none of the caller's environment, and it is killed once its scripts'
+    limits are spent, whatever they do."""
+    timeout = min(PANEL_SCRIPT_TIMEOUT, flow.script_timeout_seconds)
+    budget = SCRIPTS_PER_TRY * timeout + containment.GRACE_SECONDS
+    try:
+        return containment.run_once(
+            try_flow, flow, plan, attributes, erp_status, erp_body, order_transaction=order_transaction, timeout=budget
+        )
+    except containment.CallTimedOut:
+        error = f"ScriptTimeout: a script did not stop at its limit ({timeout:g} s): the try's process was killed"
+        return {**_nothing_ran(flow, timeout), "failed_step": "script", "error": error}
+    except containment.ChildDied as exc:
+        return {**_nothing_ran(flow, timeout), "failed_step": "script", "error": f"the try's process ended: {exc}"}
 
 
 def _nothing_ran(flow: FlowConfig, timeout: float) -> dict[str, Any]:

@@ -181,11 +181,15 @@ class BatchRunner:
             progress = plans[_key(item)]
             return self.pipeline.advance(item, progress, self.clients, until=until, after_stage=kept, resumed=resumed)
 
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+        pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        try:
             for until in (Stage.WRITE_ERP, None):
                 todo = [item for item in items if self._due(plans[_key(item)], until)]
                 advanced = pool.map(advance, todo, [until] * len(todo))
                 plans.update({_key(item): progress for item, progress in zip(todo, advanced, strict=True)})
+        finally:
+            # Interrupted (Airflow's execution_timeout): the plans in flight end, no other starts.
+            pool.shutdown(cancel_futures=True)
         commit.flush()
         # The plans that ended in their transform: kept too, so that the checkpoint names every plan.
         untouched = {key: progress for key, progress in plans.items() if progress.records and not _kept(progress)}

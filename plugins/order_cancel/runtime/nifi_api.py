@@ -19,6 +19,8 @@ LOG_ATTRIBUTE_PREFIX = "log."
 # The level of what a script print()s, among its log records.
 STDOUT_LEVEL = "stdout"
 LogLine = tuple[str, str]
+MAX_LOG_LINES = 200
+MAX_LOG_LINE_CHARS = 2000
 
 
 @dataclass
@@ -178,18 +180,11 @@ def _import_java(name: str, fromlist: tuple[str, ...]) -> types.ModuleType:
     return module if fromlist else _JAVA_PACKAGES[name.split(".")[0]]
 
 
-def script_import(replaced: dict[str, types.ModuleType]):
-    """The script's __import__: Java/NiFi names map to the equivalents above, `replaced` swaps some
-    Python modules for this run (see _WatchdogLimit), anything else is the normal import."""
-
-    def script_import(name, globals=None, locals=None, fromlist=(), level=0):
-        if level == 0 and name.split(".")[0] in _JAVA_ROOTS:
-            return _import_java(name, tuple(fromlist or ()))
-        if level == 0 and name in replaced:
-            return replaced[name]
-        return builtins.__import__(name, globals, locals, fromlist, level)
-
-    return script_import
+def script_import(name, globals=None, locals=None, fromlist=(), level=0):
+    """The script's __import__: Java/NiFi names map to the equivalents above, anything else is the normal import."""
+    if level == 0 and name.split(".")[0] in _JAVA_ROOTS:
+        return _import_java(name, tuple(fromlist or ()))
+    return builtins.__import__(name, globals, locals, fromlist, level)
 
 
 class _FlowFile:
@@ -277,13 +272,31 @@ class _Session:
 
 
 class ScriptLog:
-    """NiFi's ComponentLog. Extra arguments are appended, as in ``log.error("failed", exception)``."""
+    """NiFi's ComponentLog. Extra arguments are appended, as in ``log.error("failed", exception)``.
+
+    A plan's lines travel in its step records (XCom, the ledger, the task log): the first
+    `MAX_LOG_LINES` are kept, each cut at `MAX_LOG_LINE_CHARS`, and a last line says how many were cut."""
 
     def __init__(self) -> None:
-        self.records: list[tuple[str, str]] = []
+        self._kept: list[LogLine] = []
+        self._cut = 0
+
+    @property
+    def records(self) -> list[LogLine]:
+        if not self._cut:
+            return list(self._kept)
+        return [*self._kept, ("warning", f"... {self._cut} more lines cut (a plan keeps {MAX_LOG_LINES})")]
+
+    def _append(self, level: str, text: str) -> None:
+        if len(self._kept) >= MAX_LOG_LINES:
+            self._cut += 1
+            return
+        if len(text) > MAX_LOG_LINE_CHARS:
+            text = f"{text[:MAX_LOG_LINE_CHARS]}... ({len(text) - MAX_LOG_LINE_CHARS} more characters cut)"
+        self._kept.append((level, text))
 
     def _add(self, level: str, message: Any, args: tuple[Any, ...]) -> None:
-        self.records.append((level, " ".join(str(part) for part in (message, *args))))
+        self._append(level, " ".join(str(part) for part in (message, *args)))
 
     def debug(self, message: Any, *args: Any) -> None:
         self._add("debug", message, args)
@@ -308,7 +321,7 @@ class ScriptLog:
             builtins.print(*values, sep=sep, end=end, file=file, flush=flush)
             return
         text = (" " if sep is None else sep).join(str(value) for value in values)
-        self.records.append((STDOUT_LEVEL, text + ("\n" if end is None else end).removesuffix("\n")))
+        self._append(STDOUT_LEVEL, text + ("\n" if end is None else end).removesuffix("\n"))
 
 
 class RunContext:
@@ -341,6 +354,6 @@ class RunContext:
         return ScriptRun(
             output_text=content.decode("utf-8"),
             attributes=dict(self.flow_file.attributes),
-            logs=list(self.log.records),
+            logs=self.log.records,
             transferred=self.session.transferred,
         )

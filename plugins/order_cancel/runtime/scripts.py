@@ -4,20 +4,22 @@ A script is Python 3 source written for the Integrator, in the short style (``in
 ``outputStream.write``, ``get_attribute``, ``session.putAttribute``) or the full NiFi style
 (``session.get()``, a ``StreamCallback`` subclass, ``IOUtils.toString``, ``session.write``,
 ``session.transfer``). ``Script`` compiles the source once; every ``run`` executes it for one
-cancellation plan in fresh globals that provide those names (`nifi_api`), under a time limit
-(`time_limits`), and answers a ``ScriptRun``.
+cancellation plan in a child process (`containment`), in fresh globals that provide those names
+(`nifi_api`), under a time limit (`time_limits`, and the child killed if the script ignores it),
+and answers a ``ScriptRun``.
 """
 
 from __future__ import annotations
 
 import builtins
+import functools
 import traceback
-import types
 from pathlib import Path
 from typing import Any
 
+from order_cancel.runtime import containment
 from order_cancel.runtime.nifi_api import ERROR_ATTRIBUTE, RunContext, ScriptRun, script_import
-from order_cancel.runtime.time_limits import ScriptDeadline, time_limit
+from order_cancel.runtime.time_limits import ScriptDeadline, TimeLimit
 
 DEFAULT_TIMEOUT = 300.0
 
@@ -44,6 +46,9 @@ class ScriptFailed(ScriptError):
         self.attributes = attributes
         self.logs = logs or []
 
+    def __reduce__(self) -> tuple[Any, ...]:  # it comes back from the script's process pickled
+        return type(self), (str(self), self.attributes, self.logs)
+
 
 class ScriptTimeout(ScriptFailed):
     """The script ran longer than its time limit and was stopped."""
@@ -54,6 +59,7 @@ class Script:
 
     def __init__(self, source: str, name: str = "<script>"):
         self.name = name
+        self._source = source
         try:
             self._code = compile(source, name, "exec")
         except SyntaxError as error:
@@ -75,9 +81,44 @@ class Script:
         (request_data, response_data). Raises ScriptFailed, or ScriptTimeout after `timeout` seconds."""
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, not {timeout}")
+        if containment.in_child():
+            return self.run_here(input_text, attributes, variables=variables, timeout=timeout)
+        try:
+            return containment.thread_child().call(
+                _run_in_child,
+                self._source,
+                self.name,
+                input_text,
+                attributes,
+                variables,
+                timeout,
+                timeout=timeout + containment.GRACE_SECONDS,
+            )
+        except containment.CallTimedOut:
+            description = (
+                f"ScriptTimeout: stopped after {timeout:g} s (it did not stop when asked: its process was killed)"
+            )
+            raise ScriptTimeout(
+                f"script {self.name} failed: {description}", {**attributes, ERROR_ATTRIBUTE: description}
+            ) from None
+        except containment.ChildDied as exc:
+            description = f"the script's process ended: {exc}"
+            raise ScriptFailed(
+                f"script {self.name} failed: {description}", {**attributes, ERROR_ATTRIBUTE: description}
+            ) from None
+
+    def run_here(
+        self,
+        input_text: str,
+        attributes: dict[str, str],
+        *,
+        variables: dict[str, Any] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> ScriptRun:
+        """`run` in this process, for code that is contained already (see `containment`)."""
         context = RunContext(input_text, attributes)
-        limit = time_limit(timeout, self.name)
-        script_globals = self._globals(context, variables or {}, limit.replaced_modules)
+        limit = TimeLimit(timeout, self.name)
+        script_globals = self._globals(context, variables or {})
         error: BaseException | None = None
         try:
             try:
@@ -88,8 +129,6 @@ class Script:
         except ScriptDeadline as deadline:
             error = deadline
         except (Exception, SystemExit) as exc:
-            if exc is limit.outer_error:
-                raise
             error = exc
         # Checked first: a script that caught the deadline and raised something else still timed out.
         if limit.expired:
@@ -102,15 +141,13 @@ class Script:
         except UnicodeDecodeError as exc:
             raise self._failure(context, exc, ScriptFailed, f"the script's output is not UTF-8: {exc}") from exc
 
-    def _globals(
-        self, context: RunContext, variables: dict[str, Any], replaced_modules: dict[str, types.ModuleType]
-    ) -> dict[str, Any]:
+    def _globals(self, context: RunContext, variables: dict[str, Any]) -> dict[str, Any]:
         names = context.script_names()
         clashes = names.keys() & variables.keys()
         if clashes:
             raise ValueError(f"variables cannot replace the script API names {sorted(clashes)}")
         script_builtins = dict(vars(builtins))
-        script_builtins["__import__"] = script_import(replaced_modules)
+        script_builtins["__import__"] = script_import
         script_builtins["print"] = context.log.print
         return {"__name__": "__script__", "__builtins__": script_builtins, **names, **variables}
 
@@ -121,7 +158,7 @@ class Script:
         if location:
             description = f"{description} ({location})"
         attributes = {**context.flow_file.attributes, ERROR_ATTRIBUTE: description}
-        return kind(f"script {self.name} failed: {description}", attributes, list(context.log.records))
+        return kind(f"script {self.name} failed: {description}", attributes, context.log.records)
 
     def _location(self, error: BaseException | None) -> str | None:
         """file:line of the script's innermost frame in the error's traceback."""
@@ -131,3 +168,20 @@ class Script:
             lineno for frame, lineno in traceback.walk_tb(error.__traceback__) if frame.f_code.co_filename == self.name
         ]
         return f"{self.name}:{lines[-1]}" if lines else None
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(source: str, name: str) -> Script:
+    return Script(source, name)
+
+
+def _run_in_child(
+    source: str,
+    name: str,
+    input_text: str,
+    attributes: dict[str, str],
+    variables: dict[str, Any] | None,
+    timeout: float,
+) -> ScriptRun:
+    """One run in the script's process; a script is compiled once there too."""
+    return _compiled(source, name).run_here(input_text, attributes, variables=variables, timeout=timeout)
