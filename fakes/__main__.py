@@ -1,7 +1,7 @@
 """Run both fakes in the foreground with demo data: ``python -m fakes --help``.
 
 For the local Airflow demo and for tests that drive the fakes from another process through the
-``/_fake/`` control API (requests, plans, faults, responses, expire_tokens).
+``/_fake/`` control API (requests, plans, faults, responses, expire_tokens, latency).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--erp-port", type=int, default=DEMO_ERP_PORT, help=f"default {DEMO_ERP_PORT}")
     parser.add_argument("--plans", type=int, default=12, help="how many demo cancellation plans")
     parser.add_argument("--erp-auth", choices=AUTH_MODES, default="none")
+    parser.add_argument("--erp-latency-ms", type=float, default=0.0, help="hold every ERP answer this long (default 0)")
     parser.add_argument("--log-requests", action="store_true", help="log each request to stderr")
     return parser.parse_args(argv)
 
@@ -39,7 +40,7 @@ def describe(omnitron: FakeOmnitron, erp: FakeErp) -> str:
         [
             f"Fake Omnitron: {omnitron.url}  login {user} / {password}  "
             f"({len(omnitron.plans)} plans, {len(omnitron.order_transactions)} order transactions)",
-            f"Fake ERP:      {erp.url}  {erp_auth}",
+            f"Fake ERP:      {erp.url}  {erp_auth}, answers after {erp.latency_s * 1000:g} ms",
             "Control API:   GET <url>/_fake/requests, POST <url>/_fake/faults, ... ; Ctrl-C stops",
         ]
     )
@@ -49,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     plans, transactions = demo_dataset(args.plans)
     omnitron = FakeOmnitron(port=args.omnitron_port, log_requests=args.log_requests)
-    erp = FakeErp(auth=args.erp_auth, port=args.erp_port, log_requests=args.log_requests)
+    erp = FakeErp(
+        auth=args.erp_auth, port=args.erp_port, log_requests=args.log_requests, latency_ms=args.erp_latency_ms
+    )
     omnitron.add_plans(plans)
     omnitron.add_order_transactions(transactions)
     stop = threading.Event()

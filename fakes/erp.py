@@ -6,12 +6,15 @@ answer with ``respond``. Auth follows the flow's ERP login types: token (an Inte
 call), basic, a static header, or none. It honours ``Idempotency-Key`` (a repeated key gets its first
 booking back) unless told not to, as ERPs that ignore the header do; ``GET <path>/<id>`` (a query
 check) answers the booking of the plan whose ``cancellationId`` (or ``pk``) is ``<id>``, else 404.
+``latency_ms`` holds every answer (the login's and the CRM's too) that long, as a remote ERP does;
+the benchmark measures how well each layout hides that wait.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import re
 import time
@@ -52,6 +55,7 @@ class FakeErp(FakeServer):
         token_max_uses: int | None = None,
         log_requests: bool = False,
         honour_idempotency: bool = True,
+        latency_ms: float = 0.0,
     ):
         if auth not in AUTH_MODES:
             raise ValueError(f"auth must be one of {AUTH_MODES}, not {auth!r}")
@@ -63,6 +67,7 @@ class FakeErp(FakeServer):
         self._responses = RuleList()
         self._accepted = 0
         self.honour_idempotency = honour_idempotency
+        self.set_latency(latency_ms)
         self.bookings: dict[str, dict] = {}
         # Every booking, in order, with what it booked (an ERP that ignores the key books a resend again).
         self.booked: list[dict] = []
@@ -72,6 +77,7 @@ class FakeErp(FakeServer):
         self.control_routes.add("GET", "/_fake/booked", lambda r: Reply(200, self.booked_bodies()))
         self.control_routes.add("GET", "/_fake/booking_log", lambda r: Reply(200, self.booking_log()))
         self.control_routes.add("POST", "/_fake/idempotency", lambda r: self._done(self.set_idempotency, r.body))
+        self.control_routes.add("POST", "/_fake/latency", lambda r: self._done(self.set_latency, r.body))
 
     # --- scripting -------------------------------------------------------------------------------
 
@@ -111,6 +117,12 @@ class FakeErp(FakeServer):
     def set_idempotency(self, honour: bool) -> None:
         self.honour_idempotency = bool(honour)
 
+    def set_latency(self, latency_ms: float) -> None:
+        """Hold every later answer this long (on top of a scripted ``delay``); 0 answers at once."""
+        if latency_ms < 0:
+            raise ValueError(f"latency_ms must be at least 0, not {latency_ms!r}")
+        self.latency_s = latency_ms / 1000
+
     def booking_log(self) -> list[dict]:
         """Every booking, in order: its Idempotency-Key, path, body and time (an independent record
         of what the ERP accepted, for checkers)."""
@@ -132,6 +144,10 @@ class FakeErp(FakeServer):
     # --- request handling ------------------------------------------------------------------------
 
     def handle(self, request: RecordedRequest) -> Reply:
+        reply = self._answer(request)
+        return dataclasses.replace(reply, delay=reply.delay + self.latency_s) if self.latency_s else reply
+
+    def _answer(self, request: RecordedRequest) -> Reply:
         if self.auth == "token" and request.path == self.login_path:
             return self._login(request)
         # The CRM webhook that post scripts call stands beside the ERP and needs no ERP credentials.

@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -459,6 +460,21 @@ def test_erp_faults_come_before_auth(make_erp):
     )
 
 
+def seconds_taken(url: str, body: dict) -> float:
+    started = time.monotonic()
+    requests.post(url, json=body, timeout=5)
+    return time.monotonic() - started
+
+
+def test_erp_latency_holds_every_answer_until_switched_off(make_erp):
+    erp = make_erp(auth="token", latency_ms=300)
+    assert seconds_taken(erp.url + "/api/auth/login", {"username": "erp", "password": "erp-pass"}) >= 0.3
+    assert seconds_taken(erp.url + "/api/cancellations", {"pk": 1}) >= 0.3  # a 401 (no token) waits too
+    assert requests.post(erp.url + "/_fake/latency", json={"latency_ms": 0}, timeout=5).status_code == 200
+    assert seconds_taken(erp.url + "/api/cancellations", {"pk": 1}) < 0.3
+    assert requests.post(erp.url + "/_fake/latency", json={"latency_ms": -1}, timeout=5).status_code == 400
+
+
 # --- control API -------------------------------------------------------------------------------
 
 
@@ -519,6 +535,8 @@ def test_main_runs_both_fakes_until_sigterm():
             "5",
             "--erp-auth",
             "basic",
+            "--erp-latency-ms",
+            "150",
         ],
         cwd=Path(__file__).resolve().parents[1],
         stdout=subprocess.PIPE,
@@ -527,7 +545,7 @@ def test_main_runs_both_fakes_until_sigterm():
     try:
         omnitron_line, erp_line = process.stdout.readline(), process.stdout.readline()
         omnitron_url = omnitron_line.split()[2]
-        assert "5 plans" in omnitron_line and "basic auth erp / erp-pass" in erp_line
+        assert "5 plans" in omnitron_line and "basic auth erp / erp-pass, answers after 150 ms" in erp_line
         assert len(requests.get(omnitron_url + "/_fake/plans", timeout=5).json()) == 5
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=5) == 0
