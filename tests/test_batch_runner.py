@@ -187,7 +187,8 @@ def checkpoint_of(count: int, version: str) -> BatchCheckpoint:
 
 
 def test_a_checkpoint_that_compresses_well_is_one_value_of_the_store():
-    from order_cancel.airflow.run_data import BATCH_STATE, load_state, save_state
+    from order_cancel.airflow.run_data import BATCH_STATE
+    from order_cancel.airflow.state_codec import load_state, save_state
 
     checkpoint = checkpoint_of(2000, lambda pk: "2026-03-01")
     store = DictStateStore()
@@ -199,7 +200,8 @@ def test_a_checkpoint_that_compresses_well_is_one_value_of_the_store():
 
 
 def test_a_big_checkpoint_is_stored_compressed_in_few_pieces_each_under_the_store_limit():
-    from order_cancel.airflow.run_data import BATCH_STATE, load_state, save_state
+    from order_cancel.airflow.run_data import BATCH_STATE
+    from order_cancel.airflow.state_codec import load_state, save_state
 
     checkpoint = checkpoint_of(3000, lambda pk: hashlib.sha256(str(pk).encode()).hexdigest())
     store = DictStateStore()

@@ -16,8 +16,7 @@ Task ids of a flow's DAG, and its XComs (Airflow clears a task instance's XComs 
 
 The task state store (kept across a task instance's retries and clears): a one-task-per-plan
 instance's `progress`; a batch's plans as kept, one group per key (`batch.kept.<i>`, written once
-each), and `batch`, set once the batch finished. Values are JSON text; a large one zlib-compressed
-and base64-encoded, in pieces when it is still large.
+each), and `batch`, set once the batch finished; `state_codec` encodes the values.
 
 Airflow Variables, per flow: `order_cancel.<flow_id>.completed_watermark` (a completed flow's
 watermark) and `order_cancel.<flow_id>.run_seconds` (the latest run times, for the alarms).
@@ -29,15 +28,14 @@ their HTTP calls.
 
 from __future__ import annotations
 
-import base64
 import json
-import zlib
 from collections.abc import Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from airflow.sdk.bases.xcom import BaseXCom
-from pydantic import BaseModel, TypeAdapter
+from pydantic import TypeAdapter
 
+from order_cancel.airflow.state_codec import load_state, save_state
 from order_cancel.pipeline.batch import BatchCheckpoint
 from order_cancel.pipeline.plan import RECORDS, PlanProgress, PlanRef, Stage, StepRecord, WorkItem
 from order_cancel.pipeline.summary import RunSummary, progress_by_plan
@@ -69,11 +67,6 @@ _HANDED_OVER_KEY = "handed_over.{plan_pk}"
 PROGRESS_STATE = "progress"
 BATCH_STATE = "batch"
 _KEPT_STATE = "batch.kept.{index}"
-# A state value is stored in pieces of at most this many characters of JSON text, so that Airflow's
-# [state_store] max_value_storage_bytes (64 KB by default) is never exceeded once JSON-encoded again.
-_STATE_PIECE = 30_000
-_PACKED = "zlib+base64"
-M = TypeVar("M", bound=BaseModel)
 
 
 def watermark_variable(flow_id: str) -> str:
@@ -224,42 +217,6 @@ def pull_hand_over(ti: Any, handed: dict[str, Any]) -> tuple[WorkItem, PlanProgr
     key = _HANDED_OVER_KEY.format(plan_pk=handed["ref"]["plan_pk"])
     stored = decode(ti.xcom_pull(task_ids=BATCH_TASK, key=key, map_indexes=handed["batch"]))
     return WorkItem.model_validate(stored["item"]), PlanProgress.model_validate(stored["progress"])
-
-
-def save_state(state: Any, key: str, value: BaseModel) -> None:
-    """A model in the task state store: as JSON text when small, else compressed, in pieces; the
-    index is written last and names a slot of its own, so that a task lost while saving leaves the
-    previous value whole."""
-    text = value.model_dump_json()
-    if len(text) <= _STATE_PIECE:
-        state.set(key, {"value": text})
-        return
-    # A batch's checkpoint is hundreds of plans' records, mostly repeated keys: compressed it needs
-    # a fraction of the pieces, each a round trip to the API server.
-    packed = base64.b64encode(zlib.compress(text.encode(), level=1)).decode("ascii")
-    if len(packed) <= _STATE_PIECE:
-        state.set(key, {"packed": packed, "encoding": _PACKED})
-        return
-    previous = state.get(key) or {}
-    slot = 1 - previous.get("slot", 1)
-    pieces = [packed[start : start + _STATE_PIECE] for start in range(0, len(packed), _STATE_PIECE)]
-    for index, piece in enumerate(pieces):
-        state.set(f"{key}.{slot}.{index}", piece)
-    state.set(key, {"slot": slot, "pieces": len(pieces), "encoding": _PACKED})
-
-
-def load_state(state: Any, key: str, model: type[M]) -> M | None:
-    index = state.get(key)
-    if not index:
-        return None
-    if "value" in index:
-        return model.model_validate_json(index["value"])
-    if "packed" in index:
-        return model.model_validate_json(zlib.decompress(base64.b64decode(index["packed"])))
-    joined = "".join(state.get(f"{key}.{index['slot']}.{n}") for n in range(index["pieces"]))
-    if index.get("encoding") != _PACKED:  # saved by an earlier version, as plain JSON text
-        return model.model_validate_json(joined)
-    return model.model_validate_json(zlib.decompress(base64.b64decode(joined)))
 
 
 class BatchJournal:

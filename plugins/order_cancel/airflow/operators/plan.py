@@ -23,6 +23,7 @@ from order_cancel.airflow import run_data
 from order_cancel.airflow.labels import PLAN_LABEL, show_outcome
 from order_cancel.airflow.ledger import record_attempts
 from order_cancel.airflow.operators.base import FlowOperator
+from order_cancel.airflow.state_codec import load_state, save_state
 from order_cancel.pipeline.plan import PlanProgress, Stage, StepRecord, WorkItem
 from order_cancel.pipeline.summary import STEP_NAMES
 
@@ -113,13 +114,13 @@ class PlanOperator(_PlanTaskOperator):
         ti, state = context["ti"], context["task_state_store"]
         item, handed = self._start(ti)
         # A first try has nothing stored; a retry, or a clear (Airflow counts it as a new try), may.
-        stored = run_data.load_state(state, run_data.PROGRESS_STATE, PlanProgress) if ti.try_number > 1 else None
+        stored = load_state(state, run_data.PROGRESS_STATE, PlanProgress) if ti.try_number > 1 else None
         progress = stored or handed
         before = len(progress.records)
 
         def keep(stage: Stage, progress: PlanProgress) -> None:
             if stage is not Stage.TRANSFORM:  # a transform is cheap to run again, with the same input
-                run_data.save_state(state, run_data.PROGRESS_STATE, progress)
+                save_state(state, run_data.PROGRESS_STATE, progress)
 
         pipeline, clients, resumed = self.pipeline(context), self.plan_clients(context), ti.try_number > 1
         progress = pipeline.advance(item, progress, clients, after_stage=keep, resumed=resumed)

@@ -1,29 +1,23 @@
 """The tasks around the plans: Login Step, Get Data From Omnitron, the completed watermark, and the
-run summary with its alarms and note."""
+run summary (which hands the run's after-work to `after_run`)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import html
-import json
 from collections.abc import Sequence
 from typing import Any
 
-import requests
-from airflow.providers.http.notifications.http import HttpNotifier
-from airflow.providers.smtp.notifications.smtp import SmtpNotifier
-from airflow.sdk import BaseHook, Variable
-from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
+from airflow.sdk import Variable
+from airflow.sdk.exceptions import AirflowFailException
 
 from order_cancel.airflow import run_data
-from order_cancel.airflow.ledger import forget_old_attempts
+from order_cancel.airflow.after_run import after_run
 from order_cancel.airflow.operators.base import FlowOperator, is_dry_run, long_lived_objects_frozen
-from order_cancel.airflow.rest_api import AIRFLOW_API_CONN_ID, AirflowApi
-from order_cancel.flows.models import AlarmSettings, CancelStatus, Layout
+from order_cancel.flows.models import CancelStatus, Layout
 from order_cancel.pipeline.batch import batches
 from order_cancel.pipeline.fetch import fetch_completed, fetch_work_items
 from order_cancel.pipeline.plan import WorkItem
-from order_cancel.pipeline.report import RunReport, crossed, recent_run_times
+from order_cancel.pipeline.report import RunReport
 from order_cancel.pipeline.summary import summarize
 from order_cancel.pipeline.watermark import Watermark, Window, iso, run_window
 
@@ -164,60 +158,8 @@ class RunSummaryOperator(FlowOperator):
         run_data.push_summary(ti, summary)
         started = context["dag_run"].start_date or dt.datetime.now(dt.UTC)
         report = RunReport(summary.rows, (dt.datetime.now(dt.UTC) - started).total_seconds())
-        alarms = self._raise_alarms(context, report) if self.flow.alarms and not is_dry_run(self.flow, context) else []
-        self._leave_note(context, report.note(alarms))
-        forget_old_attempts()
+        after_run(context, self.flow, report, dry_run=is_dry_run(self.flow, context))
         if summary.failed:
             raise AirflowFailException(
                 f"{len(summary.failed)} of {len(summary.rows)} plans failed: {summary.failed_refs()}"
             )
-
-    def _raise_alarms(self, context: Any, report: RunReport) -> list[str]:
-        settings = self.flow.alarms
-        assert settings is not None
-        key = run_data.run_seconds_variable(self.flow.flow_id)
-        recent = recent_run_times(Variable.get(key, default=None), report.seconds, settings.average_over_runs)
-        Variable.set(key, json.dumps(recent))
-        alarms = crossed(settings, report, recent)
-        if not alarms:
-            return []
-        payload = report.payload(self.flow.flow_id, context["run_id"], alarms)
-        for alarm in alarms:
-            self.log.warning("Alarm: %s", alarm)
-        for notifier in _notifiers(self.flow.flow_id, settings, payload):
-            try:
-                # notify(), not the notifier's __call__: that would render plan data as Jinja templates.
-                notifier.notify(context)
-            except Exception as exc:
-                self.log.error("Alarm not delivered by %s: %s", type(notifier).__name__, exc)
-        return alarms
-
-    def _leave_note(self, context: Any, note: str) -> None:
-        """The run's summary as its note in the UI, through Airflow's REST API (see rest_api)."""
-        try:
-            conn = BaseHook.get_connection(AIRFLOW_API_CONN_ID)
-        except AirflowNotFoundException:
-            self.log.info("No run note: the %r connection is not set", AIRFLOW_API_CONN_ID)
-            return
-        try:
-            AirflowApi(conn).set_note(self.flow.flow_id, context["run_id"], note)
-        except requests.RequestException as exc:
-            self.log.warning("The run note was not set: %s", exc)
-
-
-def _notifiers(flow_id: str, settings: AlarmSettings, payload: dict[str, Any]) -> list[Any]:
-    notifiers: list[Any] = []
-    if settings.webhook:
-        notifiers.append(
-            HttpNotifier(http_conn_id=settings.webhook.conn_id, endpoint=settings.webhook.endpoint, json=payload)
-        )
-    if settings.email:
-        notifiers.append(
-            SmtpNotifier(
-                to=settings.email.to,
-                subject=f"Order cancel flow {flow_id}: {'; '.join(payload['alarms'])}",
-                html_content=f"<pre>{html.escape(json.dumps(payload, indent=2, ensure_ascii=False))}</pre>",
-                smtp_conn_id=settings.email.conn_id,
-            )
-        )
-    return notifiers
