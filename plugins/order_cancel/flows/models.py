@@ -200,6 +200,7 @@ class TokenLogin(_Model):
     """Integrator "JWT auth": POST credentials, read the token from the answer, send it in a header."""
 
     type: Literal["token"]
+    """`token`."""
     url: str = Field(min_length=1)
     """The login URL: absolute, or relative to the ERP connection's host."""
     headers: dict[str, str] = Field(default_factory=dict)
@@ -218,12 +219,14 @@ class BasicLogin(_Model):
     """HTTP basic auth with the ERP connection's login and password."""
 
     type: Literal["basic"]
+    """`basic`."""
 
 
 class HeaderLogin(_Model):
     """A permanent token: the connection's password, sent in `header` with `prefix`."""
 
     type: Literal["header"]
+    """`header`."""
     header: str = "Authorization"
     """The header that carries the token."""
     prefix: str | None = None
@@ -269,6 +272,7 @@ class QueryCheckSettings(_Model):
     """Absolute, or relative to the ERP connection's host; the plan's fields in str.format style:
     {pk}, {order[number]}."""
     method: Method = HttpMethod.GET
+    """The HTTP method of the question."""
     found_status: list[Annotated[int, Field(ge=100, le=599)]] | None = None
     """The answers that mean "the ERP already has this plan" (default [200])."""
     script: FlowFile | None = None
@@ -321,14 +325,18 @@ class WebhookAlarm(_Model):
     """An HTTP connection (host = the webhook's base URL) and the path to POST the alarm to."""
 
     conn_id: ConnId
+    """Airflow HTTP connection: host = the webhook's base URL."""
     endpoint: str | None = None
+    """The path the alarm is POSTed to (default: the connection's host itself)."""
 
 
 class EmailAlarm(_Model):
     """Alarm e-mails through an SMTP connection."""
 
     to: list[str] = Field(min_length=1)
+    """The addresses the alarm goes to."""
     conn_id: ConnId = "smtp_default"
+    """Airflow SMTP connection."""
 
 
 class AlarmSettings(_Model):
@@ -339,8 +347,11 @@ class AlarmSettings(_Model):
     average_flow_time_seconds: Seconds | None = None
     """Alarm when the average run time of the last `average_over_runs` runs is above this."""
     average_over_runs: int = Field(default=10, ge=1, le=100)
+    """How many of the latest runs the average run time is taken over."""
     webhook: WebhookAlarm | None = None
+    """Send each alarm to a webhook."""
     email: EmailAlarm | None = None
+    """Send each alarm by e-mail."""
 
 
 class BatchSettings(_Model):
@@ -359,20 +370,27 @@ class FlowConfig(_Model):
     flow_id: str = Field(pattern=r"^[a-z0-9_]+$", max_length=200)
     """The DAG id: lowercase letters, digits and underscores."""
     description: str | None = None
+    """The DAG's description in the Airflow UI (default: the flow file's name)."""
     schedule: str | None = None
     """A five-field cron, an Airflow preset (@hourly, @daily, ...) or a NiFi/Quartz cron with seconds 0;
     null = manual only."""
     start_date: DateOrTime = dt.datetime(2026, 1, 1)
+    """The first data interval's start (a date or a date and time, in `timezone`)."""
     timezone: str = "UTC"
     """The time zone the cron runs in (e.g. Europe/Istanbul)."""
     tags: list[Tag] = Field(default_factory=list)
+    """Extra DAG tags (the DAG always has `order-cancel` and its cancel status)."""
     catchup: bool = False
+    """Whether Airflow runs the schedule's missed intervals since `start_date`."""
     retries: int = Field(default=2, ge=0, le=20)
     """Airflow retries of each task (exponential backoff); never for failures a retry cannot mend."""
     retry_delay_seconds: float = Field(default=30, ge=0, le=MAX_SECONDS)
+    """The first retry's delay; each next one doubles it, up to 30 minutes."""
 
     omnitron: OmnitronSettings
+    """Omnitron: its connection and time limit."""
     get_data: GetDataSettings
+    """Get Data From Omnitron: which plans a run takes."""
     script: FlowFile | None = None
     """Script Step: a Python file run once per plan."""
     mapping: Mapping = None
@@ -382,8 +400,11 @@ class FlowConfig(_Model):
     attributes: dict[str, str] = Field(default_factory=dict)
     """Static attributes every script of the flow reads with get_attribute (e.g. a CRM URL)."""
     erp: ErpSettings
+    """The ERP: its connection, login and limits."""
     write_erp: WriteErpSettings
+    """Write To ERP: where each plan is sent and how the answer is read."""
     write_omnitron: WriteOmnitronSettings = WriteOmnitronSettings()
+    """Write To Omnitron: what an accepted plan becomes."""
     post_script: FlowFile | None = None
     """Post Script: runs after an accepted plan's Omnitron write; its output is not used."""
     dry_run: bool = False
@@ -392,7 +413,9 @@ class FlowConfig(_Model):
     """per_step (the default): a task instance per plan and step; single: one task instance per plan
     that runs all of its steps. Not with `batch`, whose failed plans continue in one task each."""
     batch: BatchSettings | None = None
+    """High-volume mode: plans in batches, a task instance per batch."""
     alarms: AlarmSettings | None = None
+    """The Integrator's alarms (error rate, average run time)."""
 
     @model_validator(mode="after")
     def _mappable(self) -> FlowConfig:
