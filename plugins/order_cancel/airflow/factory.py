@@ -94,7 +94,7 @@ def build_dag(flow: FlowConfig) -> DAG:
     return dag
 
 
-class PlanTasks(NamedTuple):
+class LayoutTasks(NamedTuple):
     """A layout's plan tasks: the first to run after fetch_plans, the last, and the task ids whose
     records the summary reads."""
 
@@ -112,7 +112,7 @@ def _plan_limits(flow: FlowConfig) -> dict:
     return {"flow": flow, "execution_timeout": plan_task_timeout(flow)}
 
 
-def _per_step_tasks(flow: FlowConfig, fetch: FetchPlansOperator) -> PlanTasks:
+def _per_step_tasks(flow: FlowConfig, fetch: FetchPlansOperator) -> LayoutTasks:
     """A task group mapped over the plans: one task instance per plan and stage."""
 
     @task_group(group_id=run_data.PLAN_GROUP)
@@ -131,7 +131,7 @@ def _per_step_tasks(flow: FlowConfig, fetch: FetchPlansOperator) -> PlanTasks:
             )
 
     group = process_plan.expand(item=fetch.output)
-    return PlanTasks(group, group, [run_data.stage_task(stage) for stage in flow_stages(flow)])
+    return LayoutTasks(group, group, [run_data.stage_task(stage) for stage in flow_stages(flow)])
 
 
 def _plan_task(flow: FlowConfig, mapped_over: Any) -> Any:
@@ -142,12 +142,12 @@ def _plan_task(flow: FlowConfig, mapped_over: Any) -> Any:
     return partial.expand(step_input=mapped_over)
 
 
-def _single_tasks(flow: FlowConfig, fetch: FetchPlansOperator) -> PlanTasks:
+def _single_tasks(flow: FlowConfig, fetch: FetchPlansOperator) -> LayoutTasks:
     plans = _plan_task(flow, fetch.output)
-    return PlanTasks(plans, plans, [run_data.PLAN_TASK])
+    return LayoutTasks(plans, plans, [run_data.PLAN_TASK])
 
 
-def _batch_tasks(flow: FlowConfig, fetch: FetchPlansOperator) -> PlanTasks:
+def _batch_tasks(flow: FlowConfig, fetch: FetchPlansOperator) -> LayoutTasks:
     """One task instance per batch of plans, then one per plan a batch could not finish."""
     batch = ProcessBatchOperator.partial(
         task_id=run_data.BATCH_TASK,
@@ -158,7 +158,7 @@ def _batch_tasks(flow: FlowConfig, fetch: FetchPlansOperator) -> PlanTasks:
     ).expand(plan_refs=fetch.output)
     failed = CollectFailedPlansOperator(task_id=run_data.FAILED_PLANS_TASK, flow=flow)
     batch >> failed
-    return PlanTasks(batch, _plan_task(flow, failed.output), [run_data.PLAN_TASK])
+    return LayoutTasks(batch, _plan_task(flow, failed.output), [run_data.PLAN_TASK])
 
 
 _LAYOUTS = {Layout.PER_STEP: _per_step_tasks, Layout.SINGLE: _single_tasks, Layout.BATCH: _batch_tasks}

@@ -19,7 +19,7 @@ from order_cancel.clients.connection import base_url, tls_verify
 from order_cancel.clients.erp import ErpClient
 from order_cancel.clients.omnitron import OmnitronClient
 from order_cancel.clients.tokens import TokenStore
-from order_cancel.flows.models import BasicLogin, HeaderLogin, TokenLogin
+from order_cancel.flows.models import ErpLogin
 
 
 class _ClientHook(BaseHook):
@@ -70,7 +70,7 @@ class ErpHook(_ClientHook):
         self,
         erp_conn_id: str = default_conn_name,
         *,
-        login: TokenLogin | BasicLogin | HeaderLogin | None = None,
+        login: ErpLogin | None = None,
         **kwargs: Any,
     ):
         super().__init__(erp_conn_id, **kwargs)

@@ -19,7 +19,7 @@ import urllib3
 
 from order_cancel.clients.http import HttpSession, failure, masked, shown_url
 from order_cancel.clients.tokens import TokenStore
-from order_cancel.flows.models import BasicLogin, HeaderLogin, TokenLogin
+from order_cancel.flows.models import BasicLogin, ErpLogin, HeaderLogin, TokenLogin
 
 # An ERP answer is kept for the response script and the task's XCom; a runaway answer must not
 # fill the worker's memory or the metadata database.
@@ -71,7 +71,7 @@ class ErpClient:
     def __init__(
         self,
         base_url: str,
-        login: TokenLogin | BasicLogin | HeaderLogin | None,
+        login: ErpLogin | None,
         username: str | None,
         password: str | None,
         *,
