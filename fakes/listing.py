@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-PAGINATION_PARAMS = {"limit", "page", "ordering"}
+PAGINATION_PARAMS = frozenset({"limit", "page", "ordering"})
 DEFAULT_LIMIT = 10
 
 Item = dict[str, Any]
@@ -93,11 +93,12 @@ def date_filters(field: str, get: Callable[[Item], str]) -> dict[str, Filter]:
 
 
 def apply_filters(
-    items: Iterable[Item], query: dict[str, str], filters: dict[str, Filter]
+    items: Iterable[Item], query: dict[str, str], filters: dict[str, Filter], known: frozenset[str] = PAGINATION_PARAMS
 ) -> tuple[list[Item], list[str]]:
-    """Items passing every given filter, plus the names of parameters that were ignored."""
+    """Items passing every given filter, plus the names of parameters that were ignored (neither a
+    filter nor one of the `known` paging and ordering parameters)."""
     active = {name: value for name, value in query.items() if name in filters and value != ""}
-    ignored = [name for name in query if name not in filters and name not in PAGINATION_PARAMS]
+    ignored = [name for name in query if name not in filters and name not in known]
     result = [item for item in items if all(filters[n](item, v) for n, v in active.items())]
     return result, ignored
 

@@ -1,8 +1,13 @@
 """A fake Omnitron: the slice of its REST API that the order cancel flow uses.
 
 It follows /work/shared/reference/omnitron-api.md: token login, DRF-style filtered and paginated
-lists of cancellation plans and order transactions, and the three write calls. State is plain dicts
-(``plans``, ``order_transactions``) that tests may read and change directly.
+lists of cancellation plans and order transactions, the plan statuses, and the three write calls.
+State is plain dicts (``plans``, ``order_transactions``) that tests may read and change directly.
+
+Where the reference has no public evidence, switches make the fake answer otherwise, as a real
+Omnitron might: ``ordering_param`` (the parameter it sorts by, None: it ignores every one and lists
+by pk), ``ignored_filters`` (filters it does not know), ``omit_field`` (a field its serializer does
+not show); ``reset_data`` turns them off.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from .tokens import TokenStore
 
 API = "/api/v1"
 LOGIN_PATH = f"{API}/auth/login/"
+PLANS, TRANSACTIONS = "cancellation_plans", "order_transactions"
 ORDER_KEYS = {"pk": lambda item: item["pk"], "modified_date": lambda item: parse_datetime(item["modified_date"])}
 
 
@@ -63,6 +69,7 @@ class FakeOmnitron(FakeServer):
         self.ignored_params: list[tuple[str, str]] = []
         # Every status the flow wrote, in order: an independent record for checkers.
         self.writes: list[dict] = []
+        self._documented()
         self._routes = self._api_routes()
         self._add_control_routes()
 
@@ -81,13 +88,41 @@ class FakeOmnitron(FakeServer):
                 self.order_transactions[int(transaction["pk"])] = transaction
 
     def reset_data(self) -> None:
-        """Forget every plan, order and transaction (tests start each case from an empty Omnitron)."""
+        """Forget every plan, order and transaction, and turn the switches off (tests start each case
+        from an empty Omnitron that behaves as the reference says)."""
         with self._lock:
             self.plans.clear()
             self.order_transactions.clear()
             self.orders.clear()
             self.ignored_params.clear()
             self.writes.clear()
+            self._documented()
+
+    def _documented(self) -> None:
+        self.ordering_param: str | None = "ordering"
+        self.ignored_filters: set[str] = set()
+        self.plan_statuses = list(PLAN_STATUSES)
+        self._omitted: list[tuple[str, list[str], frozenset[int] | None]] = []
+
+    def omit_field(self, resource: str, field: str, pks: list[int] | None = None) -> None:
+        """Answer `resource` (PLANS or TRANSACTIONS: lists and retrieves) without `field` (dotted:
+        "order.number"), for the items `pks` (every item by default), as an Omnitron whose
+        serializer does not show it; its filters still see the field."""
+        with self._lock:
+            self._omitted.append((resource, field.split("."), None if pks is None else frozenset(pks)))
+
+    def _shown(self, resource: str, item: dict) -> dict:
+        """A copy of `item` as answered: without the omitted fields."""
+        shown = copy.deepcopy(item)
+        for omitted_from, path, pks in self._omitted:
+            if omitted_from == resource and (pks is None or item.get("pk") in pks):
+                *parents, name = path
+                holder: Any = shown
+                for part in parents:
+                    holder = holder.get(part) if isinstance(holder, dict) else None
+                if isinstance(holder, dict):
+                    holder.pop(name, None)
+        return shown
 
     @property
     def token_max_uses(self) -> int | None:
@@ -117,10 +152,15 @@ class FakeOmnitron(FakeServer):
         routes.add("POST", LOGIN_PATH, self._login)
         routes.add("GET", f"{API}/cancellation_plans/", self._list_plans)
         routes.add("GET", f"{API}/order_transactions/", self._list_transactions)
-        routes.add("GET", rf"{API}/cancellation_plans/(?P<pk>\d+)/", lambda r, pk: self._retrieve(self.plans, pk))
         routes.add(
-            "GET", rf"{API}/order_transactions/(?P<pk>\d+)/", lambda r, pk: self._retrieve(self.order_transactions, pk)
+            "GET",
+            f"{API}/cancellation_plans/cancellation_plan_statuses/",
+            lambda r: Reply(
+                200, [{"value": status, "label": status.replace("_", " ").title()} for status in self.plan_statuses]
+            ),
         )
+        routes.add("GET", rf"{API}/cancellation_plans/(?P<pk>\d+)/", lambda r, pk: self._retrieve(PLANS, pk))
+        routes.add("GET", rf"{API}/order_transactions/(?P<pk>\d+)/", lambda r, pk: self._retrieve(TRANSACTIONS, pk))
         routes.add("POST", rf"{API}/orders/(?P<order_pk>\d+)/cancellation_approved_order/", self._approve)
         routes.add("POST", rf"{API}/cancellation_plans/(?P<pk>\d+)/update_status/", self._update_status)
         routes.add("POST", rf"{API}/order_transactions/(?P<pk>\d+)/create_mapping/", self._create_mapping)
@@ -157,7 +197,7 @@ class FakeOmnitron(FakeServer):
             **date_filters("modified_date", lambda p: p["modified_date"]),
         }
         with self._lock:  # held while filtering: the channel filters read self.orders
-            return self._list(request, copy.deepcopy(list(self.plans.values())), filters)
+            return self._list(request, PLANS, copy.deepcopy(list(self.plans.values())), filters)
 
     def _list_transactions(self, request: RecordedRequest) -> Reply:
         filters = {
@@ -165,19 +205,22 @@ class FakeOmnitron(FakeServer):
             "integration_mapping__isnull": is_null(
                 "integration_mapping__isnull", lambda t: t.get("integration_mapping")
             ),
-            "channel_type": equals(lambda t: self._channel_type_of_order(t["order"])),
-            "channel_id__in": int_in("channel_id__in", lambda t: self._channel_of_order(t["order"])),
-            "order_id": int_equals("order_id", lambda t: t["order"]),
+            "channel_type": equals(lambda t: self._channel_type_of_order(t.get("order"))),
+            "channel_id__in": int_in("channel_id__in", lambda t: self._channel_of_order(t.get("order"))),
+            "order_id": int_equals("order_id", lambda t: t.get("order")),
             "pk": int_equals("pk", lambda t: t["pk"]),
             **date_filters("modified_date", lambda t: t["modified_date"]),
         }
         with self._lock:  # held while filtering: the channel filters read self.orders
-            return self._list(request, copy.deepcopy(list(self.order_transactions.values())), filters)
+            return self._list(request, TRANSACTIONS, copy.deepcopy(list(self.order_transactions.values())), filters)
 
-    def _list(self, request: RecordedRequest, items: list[dict], filters: dict) -> Reply:
+    def _list(self, request: RecordedRequest, resource: str, items: list[dict], filters: dict) -> Reply:
+        known = {name: check for name, check in filters.items() if name not in self.ignored_filters}
+        paging = frozenset({"limit", "page"} | ({self.ordering_param} if self.ordering_param else set()))
+        ordering = request.query.get(self.ordering_param) if self.ordering_param else None
         try:
-            found, ignored = apply_filters(items, request.query, filters)
-            ordered = order(found, request.query.get("ordering"), ORDER_KEYS)
+            found, ignored = apply_filters(items, request.query, known, paging)
+            ordered = [self._shown(resource, item) for item in order(found, ordering, ORDER_KEYS)]
             page = paginate(ordered, request.query_string, self._absolute(request))
         except QueryError as error:
             return Reply(400, {error.param: [error.message]})
@@ -199,10 +242,10 @@ class FakeOmnitron(FakeServer):
         """Like DRF's build_absolute_uri: the Host the client used, so links work for it."""
         return f"http://{request.headers.get('Host') or f'{HOST}:{self.port}'}{request.path}"
 
-    def _retrieve(self, table: dict[int, dict], pk: str) -> Reply:
+    def _retrieve(self, resource: str, pk: str) -> Reply:
         with self._lock:
-            found = table.get(int(pk))
-            return Reply(404, {"detail": "Not found."}) if found is None else Reply(200, copy.deepcopy(found))
+            found = (self.plans if resource == PLANS else self.order_transactions).get(int(pk))
+            return Reply(404, {"detail": "Not found."}) if found is None else Reply(200, self._shown(resource, found))
 
     # --- writes ----------------------------------------------------------------------------------
 
@@ -231,7 +274,7 @@ class FakeOmnitron(FakeServer):
                 return Reply(404, {"detail": "Not found."})
             if status is None:
                 return Reply(400, {"status": ["This field is required."]})
-            if status not in PLAN_STATUSES:
+            if status not in self.plan_statuses:
                 return Reply(400, {"status": [f'"{status}" is not a valid choice.']})
             self._set_status(plan, status)
             return Reply(200, copy.deepcopy(plan))
