@@ -7,6 +7,7 @@ import datetime as dt
 import json
 
 from fakes import make_order_transaction, make_plan
+from fakes.omnitron import TRANSACTIONS
 from order_cancel.airflow.run_data import watermark_variable as variable_key
 from tests.conftest import every_layout
 from tests.flow_runner import variable
@@ -226,3 +227,63 @@ def test_a_backfill_takes_each_interval_and_leaves_the_watermark(flows, omnitron
     assert [sorted(row for row in run.summary) for run in runs] == [[2], [3, 4]]
     assert sent_pks(erp) == [2, 3, 4]
     assert variable(variable_key(flow_id)) == watermark
+
+
+# Modification minutes by plan pk: Omnitron's pk order is not their modification order, and plans 2
+# and 10 share a date.
+UNSORTED = {1: 9, 2: 3, 3: 7, 4: 1, 5: 8, 6: 2, 7: 6, 8: 4, 9: 5, 10: 3}
+
+
+def test_an_omnitron_that_ignores_ordering_skips_no_plan_and_sends_none_twice_over_capped_runs(
+    flows, omnitron, erp_servers
+):
+    erp = erp_servers["token"]
+    omnitron.ordering_param = (
+        None  # it lists by pk whatever `ordering` asks, as DRF does with a parameter it does not know
+    )
+    omnitron.add_plans([completed_plan(pk, minutes) for pk, minutes in UNSORTED.items()])
+    flows.write(get_data={**COMPLETED["get_data"], "page_size": 2, "max_plans_per_run": 3})
+
+    sent = []
+    for _ in range(5):
+        erp.clear_requests()
+        assert flows.run().state == "success"
+        sent.append(sent_pks(erp))
+
+    # Each run the three modified first since the watermark: every plan once, in modification order.
+    assert sent == [[2, 4, 6], [8, 9, 10], [3, 5, 7], [1], []]
+    assert json.loads(variable(WATERMARK)) == {"modified_date": "2026-03-01T12:09:00Z", "plan_pks": [1]}
+
+    erp.clear_requests()
+    omnitron.add_plans([completed_plan(4, 20), completed_plan(11, 15)])  # plan 4 changed, plan 11 is new
+    flows.run()
+    assert sent_pks(erp) == [4, 11]
+
+
+@every_layout
+def test_an_order_transaction_without_its_order_fails_alone_naming_the_field(flows, omnitron, erp_servers):
+    erp = erp_servers["token"]
+    omnitron.add_plans([make_plan(pk, order_pk=500 + pk, status="completed", plan_type="refund") for pk in (1, 2, 3)])
+    omnitron.add_order_transactions(
+        [make_order_transaction(900 + pk, 500 + pk, amount="100.00", modified_date=at(pk)) for pk in (1, 2, 3)]
+    )
+    omnitron.omit_field(TRANSACTIONS, "order", pks=[902])  # its serializer does not show it
+    flows.write(get_data={"cancel_status": "order_transaction", "cancel_type": "refund"})
+
+    first = flows.run()
+
+    assert first.state == "failed"
+    assert sent_pks(erp) == [1, 3]
+    assert {row["plan"]: row["error"] for row in first.summary.values()} == {
+        1: None,
+        3: None,
+        None: "transform: PlanDataError: order transaction 902: its field 'order', the pk of its order, is missing: "
+        "its cancellation plans cannot be found (python -m order_cancel preflight checks this field)",
+    }
+    assert omnitron.order_transactions[902]["integration_mapping"] is None
+
+    erp.clear_requests()
+    second = flows.run()
+
+    assert sent_pks(erp) == [], "the delivered transactions are mapped; the one without its order fails again"
+    assert [row["plan"] for row in second.summary.values()] == [None]

@@ -47,6 +47,10 @@ class _Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# The fields of a plan the flow reads (PlanRef, the scripts' attributes, the watermark), dotted.
+PLAN_FIELDS = ("pk", "status", "plan_type", "modified_date", "order.pk", "order.number", "order.channel")
+
+
 class PlanRef(_Record):
     """A plan's identity, small enough for every label, log line and mapped-over list."""
 
@@ -72,6 +76,8 @@ class PlanRef(_Record):
 
     @property
     def label(self) -> str:
+        if self.plan_pk is None and self.transaction_pk is not None:
+            return f"order transaction {self.transaction_pk}"
         return f"plan {self.plan_pk} · order {self.order_number}"
 
     def idempotency_key(self, flow_id: str) -> str:
@@ -86,10 +92,17 @@ class WorkItem(_Record):
     ref: PlanRef
     plan: dict[str, Any]
     order_transaction: dict[str, Any] | None = None
+    problem: str | None = None
+    """Why there is no plan to process (an order transaction that does not lead to its order): the
+    item fails with this, before its script runs."""
 
     @classmethod
     def of(cls, plan: dict[str, Any], order_transaction: dict[str, Any] | None = None) -> WorkItem:
         return cls(ref=PlanRef.of(plan, order_transaction), plan=plan, order_transaction=order_transaction)
+
+    @classmethod
+    def unusable(cls, order_transaction: dict[str, Any], problem: str) -> WorkItem:
+        return cls(ref=PlanRef.of({}, order_transaction), plan={}, order_transaction=order_transaction, problem=problem)
 
 
 class StepRecord(_Record):

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from order_cancel.clients.erp import IDEMPOTENCY_HEADER, ErpAnswer, ErpClient, ErpLoginRefused
 from order_cancel.clients.http import masked
@@ -185,6 +185,9 @@ class PlanPipeline:
         come on top of the plan's own, as if an earlier step had set them (the test panels)."""
         records: list[StepRecord] = []
         attributes, data = {**plan_attributes(self.flow, item), **(extra_attributes or {})}, item.plan
+        if item.problem is not None:
+            problem = PlanDataError(item.problem, attributes, [])
+            return [_recorded(Step.SCRIPT, item.ref, attributes, lambda: _raise(problem))]
         if self.script is not None:
             script: ScriptRecord = _recorded(
                 Step.SCRIPT, item.ref, attributes, lambda: self._run_script(data, attributes)
@@ -245,14 +248,14 @@ class PlanPipeline:
                 return self._dry_delivery(erp, body, key)
             if self.flow.write_erp.query_check is None:
                 return self._delivery(erp, body, dict(attributes), key, rejected_count)
-            asked, decided = self._query_check(erp, plan or {}, dict(attributes))
+            asked, decided = self.query_check(erp, plan or {}, dict(attributes))
             if decided is not None:  # nothing is sent: the record keeps the request it would have been
                 return {**decided, "request": self._request(erp, body, key), "query_check": asked}
             return {**self._delivery(erp, body, dict(attributes), key, rejected_count), "query_check": asked}
 
         return _recorded(Step.WRITE_ERP, ref, attributes, send, idempotency_key=key)
 
-    def _query_check(
+    def query_check(
         self, erp: ErpClient, plan: dict[str, Any], attributes: dict[str, str]
     ) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """What the query check asked and learnt, and the record's fields when that decides the plan:
@@ -461,6 +464,10 @@ def _plan_url(template: str, plan: dict[str, Any]) -> str:
         raise PlanDataError(
             f"write_erp.query_check.url {template!r} names what the plan does not have: {exc!r}", {}, []
         ) from None
+
+
+def _raise(exc: Exception) -> NoReturn:
+    raise exc
 
 
 def _needed(item: WorkItem | None, stage: Stage) -> WorkItem:

@@ -35,6 +35,11 @@ def iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
+def modification_order(plan: dict[str, Any]) -> tuple[dt.datetime, int]:
+    """The order a completed flow takes plans in: by modification date, then pk."""
+    return parse_time(plan["modified_date"]), plan["pk"]
+
+
 @dataclass(frozen=True)
 class Watermark:
     modified_date: str
