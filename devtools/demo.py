@@ -1,5 +1,6 @@
-"""The demo: every flow of include/flows runs once through real Airflow (SQLite, dag.test())
-against the fake Omnitron and ERP on 127.0.0.1, then prints what happened to each plan.
+"""The demo: the preflight of every flow of include/flows, then each runs once through real Airflow
+(SQLite, dag.test()) against the fake Omnitron and ERP on 127.0.0.1, then it prints what happened
+to each plan.
 
 Run it with `bin/demo`. The fakes listen on fixed ports (the example flows name the CRM URL), and
 a few ERP answers are scripted so that every relation shows up.
@@ -42,6 +43,21 @@ def start_fakes():
     os.environ["AIRFLOW_CONN_OMNITRON_DEMO"] = connection_json(omnitron.url, *OMNITRON_LOGIN)
     os.environ["AIRFLOW_CONN_ERP_DEMO"] = connection_json(erp.url, *ERP_LOGIN)
     return omnitron, erp
+
+
+def preflight_flows() -> bool:
+    """`python -m order_cancel preflight` of each flow, as a team runs it before the first real run;
+    True when no assumption is broken."""
+    from order_cancel.cli import main as order_cancel
+    from order_cancel.flows.loading import load_flows
+
+    flows, _ = load_flows()
+    codes = []
+    for flow_id in sorted(flow.flow_id for flow in flows):
+        print(f"$ python -m order_cancel preflight {flow_id}", flush=True)
+        codes.append(order_cancel(["preflight", flow_id]))
+        print()
+    return not any(codes)
 
 
 def run_flows() -> list[tuple[str, str, list[dict]]]:
@@ -106,6 +122,7 @@ def main() -> int:
     prepare_airflow()
     omnitron, erp = start_fakes()
     try:
+        preflights_hold = preflight_flows()
         outcomes = run_flows()
         print_report(outcomes, omnitron)
         crm_calls = [request for request in erp.requests if request.path == "/api/crm/notify"]
@@ -115,7 +132,7 @@ def main() -> int:
     finally:
         omnitron.stop()
         erp.stop()
-    return 0 if outcomes and all(state == "success" for _, state, _ in outcomes) else 1
+    return 0 if preflights_hold and outcomes and all(state == "success" for _, state, _ in outcomes) else 1
 
 
 if __name__ == "__main__":

@@ -506,8 +506,8 @@ def test_every_argument_of_every_command_says_what_it_is():
     [
         (
             [sys.executable, "-m", "order_cancel", "--help"],
-            "`python -m order_cancel`: check flow files, try scripts and Jolt specs, and read the plan ledger, "
-            "without Airflow.",
+            "`python -m order_cancel`: check flow files, try scripts and Jolt specs, check a flow's assumptions "
+            "against Omnitron and the ERP, and read the plan ledger, without Airflow.",
         ),
         (
             [str(ROOT / "bin" / "airflow-local"), "--help"],
@@ -535,13 +535,22 @@ def readme_cli_examples() -> list[str]:
 
 def test_the_readme_has_its_cli_examples():
     commands = {shlex.split(example)[3] for example in readme_cli_examples()}
-    assert commands == {"validate", "schema", "test-script", "test-mapping", "try-flow", "history", "reconcile"}
+    assert commands == {
+        "validate",
+        "schema",
+        "test-script",
+        "test-mapping",
+        "try-flow",
+        "history",
+        "reconcile",
+        "preflight",
+    }
 
 
 @pytest.mark.parametrize("example", readme_cli_examples(), ids=lambda example: shlex.split(example)[3])
-def test_each_readme_cli_example_runs_as_written(example, tmp_path, omnitron):
+def test_each_readme_cli_example_runs_as_written(example, tmp_path, omnitron, erp_servers):
     # What the README's text around them says they read: the ledger of a run (the demo's home) and the
-    # flow's Omnitron connection; plan 4 was accepted by the ERP and is approved in Omnitron.
+    # flow's Omnitron and ERP connections; plan 4 was accepted by the ERP and is approved in Omnitron.
     Ledger.open(f"sqlite:///{tmp_path / 'order_cancel_ledger.db'}").write(
         [attempt("script,mapping,write_erp", 30, flow_id="acme_waiting_cancellations", accepted=True, erp_sends=1)]
     )
@@ -554,6 +563,7 @@ def test_each_readme_cli_example_runs_as_written(example, tmp_path, omnitron):
     environment |= {
         "AIRFLOW_HOME": str(tmp_path),
         "AIRFLOW_CONN_OMNITRON_DEMO": connection_json(omnitron.url, "omnitron", "omnitron-pass"),
+        "AIRFLOW_CONN_ERP_DEMO": connection_json(erp_servers["token"].url, "erp", "erp-pass"),
         "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)]),
     }
     python, *arguments = shlex.split(example)

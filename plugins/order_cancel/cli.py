@@ -1,8 +1,9 @@
-"""`python -m order_cancel`: check flow files, try scripts and Jolt specs, and read the plan ledger,
-without Airflow.
+"""`python -m order_cancel`: check flow files, try scripts and Jolt specs, check a flow's
+assumptions against Omnitron and the ERP, and read the plan ledger, without Airflow.
 
 Exit codes: 0 success; 1 what was checked or tried failed (a flow file has problems, the script
-raised, the mapping failed, Omnitron or the ledger's database did not answer or refused us); 2
+raised, the mapping failed, an assumption of the flow is broken, Omnitron or the ledger's database
+did not answer or refused us); 2
 nothing could be tried (bad arguments, a missing or unreadable file, input that is not JSON, a
 script that is not valid Python, a connection without a host). Every error is one line naming the
 file, field or option; --debug adds the traceback.
@@ -22,6 +23,7 @@ from typing import Any, NoReturn
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from order_cancel.clients.connection import ConnectionFields, base_url, env_variable, tls_verify
+from order_cancel.clients.erp import ErpClient
 from order_cancel.clients.omnitron import OmnitronClient, OmnitronError
 from order_cancel.clients.tokens import TokenStore
 from order_cancel.flows.checks import inspect_flows
@@ -33,6 +35,8 @@ from order_cancel.ledger.reconcile import reconcile_flow
 from order_cancel.ledger.store import Ledger, Search
 from order_cancel.panels.service import PanelInputError, UnknownFlow, find_flow, try_flow
 from order_cancel.pipeline.watermark import parse_time
+from order_cancel.preflight import DEFAULT_PLANS, preflight
+from order_cancel.preflight.findings import Verdict, table, tally
 from order_cancel.runtime.jolt import JoltMapping, MappingError, load_spec_file
 from order_cancel.runtime.scripts import DEFAULT_TIMEOUT, Script, ScriptFailed, ScriptSyntaxError
 
@@ -277,22 +281,51 @@ def _reconcile(args: argparse.Namespace) -> int:
     return 1 if found else 0
 
 
-def _omnitron(flow: FlowConfig) -> OmnitronClient:
-    """Omnitron, through the flow's connection as Airflow reads it from the environment."""
-    conn_id = flow.omnitron.conn_id
+def _preflight(args: argparse.Namespace) -> int:
+    try:
+        flow = find_flow(args.flow_id, args.flows_dir or flows_dir())
+    except UnknownFlow as exc:
+        raise UsageError(str(exc)) from None
+    findings = preflight(flow, _omnitron(flow), _erp(flow), plans=args.plans)
+    print("\n".join(table(findings)))
+    print(f"{flow.flow_id}: {tally(findings)} (nothing was written)")
+    return 1 if any(finding.verdict is Verdict.BROKEN for finding in findings) else 0
+
+
+def _connection(conn_id: str) -> tuple[ConnectionFields, str]:
+    """A flow's connection as Airflow reads it from the environment, and its base URL."""
     try:
         conn = ConnectionFields.from_env(conn_id)
         if conn is None:
             raise UsageError(f"connection {conn_id!r} is not set: export {env_variable(conn_id)} as for Airflow")
-        url = base_url(conn)
+        return conn, base_url(conn)
     except ValueError as exc:  # ConnectionSettingsError (no host), or JSON that does not parse
         raise UsageError(f"{env_variable(conn_id)}: {exc}") from None
+
+
+def _omnitron(flow: FlowConfig) -> OmnitronClient:
+    """Omnitron, through the flow's connection."""
+    conn, url = _connection(flow.omnitron.conn_id)
     return OmnitronClient(
         url,
         conn.login or "",
         conn.password or "",
         tokens=TokenStore(),
         timeout=flow.omnitron.timeout_seconds,
+        verify=tls_verify(conn),
+    )
+
+
+def _erp(flow: FlowConfig) -> ErpClient:
+    """The flow's ERP, through its connection, logged in as the flow does."""
+    conn, url = _connection(flow.erp.conn_id)
+    return ErpClient(
+        url,
+        flow.erp.login,
+        conn.login,
+        conn.password,
+        tokens=TokenStore(),
+        timeout=flow.erp.timeout_seconds,
         verify=tls_verify(conn),
     )
 
@@ -417,6 +450,24 @@ def _add_reconcile(commands: Any) -> None:
     command.set_defaults(handler=_reconcile)
 
 
+def _add_preflight(commands: Any) -> None:
+    command = _command(
+        commands,
+        "preflight",
+        "check, reading only, each assumption a flow makes of Omnitron and the ERP; exit 1 on any broken",
+    )
+    command.add_argument("flow_id", metavar="FLOW_ID", help="the flow_id of a flow file in the flows folder")
+    command.add_argument(
+        "--plans",
+        type=_positive_int,
+        default=DEFAULT_PLANS,
+        metavar="N",
+        help=f"the script and mapping run on the first N plans listed (default {DEFAULT_PLANS}); nothing is sent",
+    )
+    command.add_argument("--flows-dir", type=Path, metavar="FLOWS_DIR", help=FLOWS_DIR_HELP)
+    command.set_defaults(handler=_preflight)
+
+
 class _Parser(argparse.ArgumentParser):
     """Bad arguments in one line naming the option, like every other error of the command."""
 
@@ -436,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_schema,
         _add_history,
         _add_reconcile,
+        _add_preflight,
     )
     for add in commands_added:
         add(commands)
