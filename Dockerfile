@@ -1,7 +1,7 @@
 # The Astro project's image: Astro Runtime with the Airflow version the tests run with.
 #
 # Astro Runtime 3.3-8 ships Apache Airflow 3.3.2 (Astronomer's build 3.3.2+astro.1), the version
-# pinned in requirements-dev.txt; tests/dags/test_astro_project.py keeps the two in step.
+# pinned in requirements-dev.txt; tests/e2e/dags/test_astro_project.py keeps the two in step.
 # Source: Astronomer's Runtime version catalog, https://updates.astronomer.io/astronomer-runtime
 # ("3.3-8": airflowVersion 3.3.2, released 2026-09-23, Python 3.12 / 3.13 / 3.14, default 3.14),
 # as cut into astronomer/astro-cli pkg/runtimeversions/testdata/catalog.json on 2026-09-25.

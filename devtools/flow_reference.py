@@ -4,7 +4,7 @@
     .venv/bin/python -m devtools.flow_reference --check    # exit 1 when the page differs from the models
 
 One table per section of a flow file (field, type, default, description, example); the examples
-come from the example flows in include/flows. tests/test_docs.py runs the check.
+come from the example flows in include/flows. tests/unit/test_docs.py runs the check.
 """
 
 from __future__ import annotations

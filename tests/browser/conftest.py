@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from devtools.airflow_env import ROOT
-from tests.test_local_airflow import LocalStack
+from tests.e2e.test_local_airflow import LocalStack
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -42,7 +42,7 @@ VIEWPORT = {"width": 1400, "height": 900}
 
 
 class UiStack(LocalStack):
-    """tests/test_local_airflow.py's stack, with a flows folder of its own (--flows-dir)."""
+    """tests/e2e/test_local_airflow.py's stack, with a flows folder of its own (--flows-dir)."""
 
     def __init__(self, home: Path, flows_dir: Path):
         super().__init__(home, flows_dir)

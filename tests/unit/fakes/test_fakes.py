@@ -538,7 +538,7 @@ def test_main_runs_both_fakes_until_sigterm():
             "--erp-latency-ms",
             "150",
         ],
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[3],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -1,4 +1,4 @@
-"""DAG integrity, as Astronomer projects have it (tests/dags/): the real DAG files, with the example
+"""DAG integrity, as Astronomer projects have it (their tests/dags/): the real DAG files, with the example
 flows of include/flows, import without errors, and every DAG they make follows the house rules.
 
 It runs on Airflow 3.3 with the environment of tests/conftest.py (a private Airflow home, SQLite);
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DAGS_FOLDER = ROOT / "dags"
 FLOWS_DIR = ROOT / "include" / "flows"
 FLOW_FILES = sorted([*FLOWS_DIR.glob("*.yaml"), *FLOWS_DIR.glob("*.yml")])

@@ -17,7 +17,7 @@ from order_cancel.pipeline.plan import PlanProgress, PlanRef, Stage, Step, WorkI
 from order_cancel.pipeline.steps import PlanPipeline
 from order_cancel.pipeline.summary import summarize
 from tests.fake_clients import FakeClients, FakeErpClient, FakeOmnitronClient, LostWorker
-from tests.test_pipeline import make_flow
+from tests.unit.pipeline.test_pipeline import make_flow
 
 
 class Saves:

@@ -15,7 +15,7 @@ from devtools.airflow_env import connection_json
 from fakes.data import demo_dataset
 from fakes.omnitron import PLANS, TRANSACTIONS
 from tests.conftest import ERP_PASSWORD, ERP_USER, OMNITRON_PASSWORD, OMNITRON_USER
-from tests.test_cli import FLOWS, cli, write, write_flow
+from tests.e2e.test_cli import FLOWS, cli, write, write_flow
 
 LOGINS = ("/api/v1/auth/login/", "/api/auth/login")
 ERP_LOGIN = {"type": "token", "url": "/api/auth/login", "token_path": "access_token", "prefix": "Bearer"}

@@ -19,8 +19,8 @@ from order_cancel import cli
 from order_cancel.airflow.run_data import watermark_variable
 from order_cancel.ledger import reconcile as kinds
 from tests.conftest import LEDGER_ENV, every_layout
+from tests.e2e.test_layouts import four_outcomes
 from tests.flow_runner import variable
-from tests.test_layouts import four_outcomes
 
 APPROVE = "/api/v1/orders/{order}/cancellation_approved_order/"
 # Each layout's task holding a plan's Omnitron write.

@@ -26,9 +26,9 @@ from order_cancel.flows.models import ID_MAX_LENGTH, MAX_SECONDS, FlowConfig
 from order_cancel.flows.schedule import FIRES_WITHIN_YEARS
 from order_cancel.ledger.attempts import Attempt
 from order_cancel.ledger.store import Ledger
+from tests.e2e.test_cli import cli, write_flow
+from tests.e2e.test_flow_file_errors import import_error_lines, json_output
 from tests.flow_runner import ROOT
-from tests.test_cli import cli, write_flow
-from tests.test_flow_file_errors import import_error_lines, json_output
 
 # Eight levels of nine aliases of the level below: 507 bytes that stand for 9**9 values.
 ALIAS_BOMB = "extra:\n  a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(

@@ -17,7 +17,7 @@ from pyjolt import Chainr, SpecError
 from fakes.data import make_plan
 from order_cancel.runtime.jolt import DEFAULT_MAX_ARRAY_INDEX, JoltMapping, MappingError, load_spec_file
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ERP_CANCEL_MAPPING = ROOT / "include" / "flows" / "mappings" / "erp_cancel.json"
 
 

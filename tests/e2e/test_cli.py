@@ -16,7 +16,7 @@ import yaml
 from fakes.data import make_plan
 from order_cancel.flows.loading import flow_files
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FLOWS = ROOT / "include" / "flows"
 SCRIPTS = FLOWS / "scripts"
 ERP_CANCEL_MAPPING = FLOWS / "mappings" / "erp_cancel.json"

@@ -190,7 +190,7 @@ def test_mapped_instances_are_labelled_with_plan_and_order(flows, omnitron):
 
     run = flows.run()
 
-    # Each step's label says what the step made of the plan (tests/test_layouts.py: every layout).
+    # Each step's label says what the step made of the plan (tests/e2e/test_layouts.py: every layout).
     steps = {
         "plan.transform": "transformed",
         "plan.write_erp": "accepted by the ERP",

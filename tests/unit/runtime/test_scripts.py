@@ -21,7 +21,7 @@ from order_cancel.runtime.scripts import (
     ScriptTimeout,
 )
 
-INCLUDE = Path(__file__).resolve().parents[1] / "include"
+INCLUDE = Path(__file__).resolve().parents[3] / "include"
 SCRIPTS = INCLUDE / "flows" / "scripts"
 DEFAULT_RESPONSE = INCLUDE.parent / "plugins" / "order_cancel" / "runtime" / "templates" / "default_response.py"
 

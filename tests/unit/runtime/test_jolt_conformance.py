@@ -39,7 +39,7 @@ EXPECTED_CASE_COUNT = 213
 pytestmark = pytest.mark.filterwarnings("ignore:Unknown modify function 'nonnull':UserWarning")
 
 FIXTURES = Path(
-    os.environ.get("JOLT_CONFORMANCE_DIR") or Path(__file__).resolve().parents[2] / "shared" / "conformance" / "jolt"
+    os.environ.get("JOLT_CONFORMANCE_DIR") or Path(__file__).resolve().parents[4] / "shared" / "conformance" / "jolt"
 )
 
 MODIFIER_OPERATIONS = {
