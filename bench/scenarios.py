@@ -134,8 +134,10 @@ def noop(value=None):
 
 
 @task
-def fetch():
-    return [{{"ref": {{"plan_pk": index}}}} for index in range(ITEMS)]
+def fetch(dag_run=None):
+    # A run's conf may set the count (the Celery benchmark's floors, one DAG for every plan count).
+    items = (dag_run.conf or {{}}).get("items", ITEMS)
+    return [{{"ref": {{"plan_pk": index}}}} for index in range(items)]
 
 
 @task_group(group_id=GROUP)
@@ -160,8 +162,8 @@ with DAG(dag_id=DAG_ID, schedule=None, start_date=pendulum.datetime(2026, 1, 1, 
 
 
 def write_noop_dag(folder: Path, dag_id: str, shape: dict[str, Any]) -> Path:
-    """A DAG file with the measured run's shape: login, a fetch of `items`, the mapped steps (in a
-    group when the flow has one), a summary."""
+    """A DAG file with the measured run's shape: login, a fetch of `items` (or of the run conf's
+    `items`), the mapped steps (in a group when the flow has one), a summary."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{dag_id}.py"
     path.write_text(NOOP_DAG.format(dag_id=dag_id, **shape), encoding="utf-8")

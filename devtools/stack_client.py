@@ -155,6 +155,10 @@ class FakesClient:
         """Off: the ERP books every send again, as ERPs that ignore Idempotency-Key do."""
         self._call("POST", f"{self.erp}/_fake/idempotency", {"honour": honour})
 
+    def erp_latency(self, latency_ms: float) -> None:
+        """Every later ERP answer held this long, as a remote ERP's are."""
+        self._call("POST", f"{self.erp}/_fake/latency", {"latency_ms": latency_ms})
+
     def expire_tokens(self, side: str) -> None:
         self._call("POST", f"{self.omnitron if side == 'omnitron' else self.erp}/_fake/expire_tokens")
 
