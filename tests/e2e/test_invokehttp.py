@@ -13,7 +13,7 @@ from fakes import make_plan
 from order_cancel.clients.erp import ErpAnswer
 from order_cancel.flows.loading import FlowConfigError, load_flow
 from order_cancel.panels.service import try_flow
-from order_cancel.runtime.invokehttp import invokehttp_attributes
+from order_cancel.pipeline.invokehttp import invokehttp_attributes
 from tests.conftest import every_layout
 from tests.flow_runner import BASE_FLOW, merged
 

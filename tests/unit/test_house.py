@@ -1,5 +1,6 @@
 """The house rules, checked on every test run: the layers' boundary (only the Airflow adapters import
-Airflow), short functions, and zero findings from ruff (lint and format) and mypy."""
+Airflow), no import loop between the package's folders, short functions, and zero findings from ruff
+(lint and format) and mypy."""
 
 from __future__ import annotations
 
@@ -64,6 +65,50 @@ def test_the_boundary_check_sees_an_airflow_import(tmp_path):
     }
 
 
+def folder_of(module: str) -> str | None:
+    """The package's folder a module name lies in (None: outside the package, or a top-level module)."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "order_cancel" and len(parts) > 2 else None
+
+
+def folder_imports(paths: list[Path]) -> dict[str, set[str]]:
+    """Which of the package's folders each folder imports, from the modules at `paths`."""
+    graph: dict[str, set[str]] = {}
+    for path in paths:
+        parts = path.relative_to(PACKAGE).parts
+        if len(parts) < 2:
+            continue
+        imported = {folder_of(name) for name in imported_modules(path)} - {None, parts[0]}
+        graph.setdefault(parts[0], set()).update(folder for folder in imported if folder)
+    return graph
+
+
+def import_loops(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Each loop between folders once, as the path that closes it: ["a", "b", "a"]."""
+    loops: list[list[str]] = []
+
+    def walk(folder: str, path: list[str]) -> None:
+        for imported in sorted(graph.get(folder, ())):
+            if imported == path[0]:
+                loops.append([*path, imported])
+            elif imported not in path and imported > path[0]:  # each loop from its smallest folder only
+                walk(imported, [*path, imported])
+
+    for start in sorted(graph):
+        walk(start, [start])
+    return loops
+
+
+def test_no_import_loop_between_the_package_folders():
+    loops = import_loops(folder_imports(package_modules()))
+    assert loops == [], "import loops between folders: " + "; ".join(" -> ".join(loop) for loop in loops)
+
+
+def test_the_loop_check_sees_a_loop():
+    graph = {"runtime": {"clients"}, "clients": {"flows"}, "flows": {"runtime"}, "pipeline": {"runtime"}}
+    assert import_loops(graph) == [["clients", "flows", "runtime", "clients"]]
+
+
 def long_functions(path: Path) -> list[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     functions = [node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
@@ -109,7 +154,7 @@ def test_the_package_works_installed_as_a_wheel(tmp_path):
         "import order_cancel, sys\n"
         "assert order_cancel.__file__.startswith(sys.path[1]), order_cancel.__file__\n"
         "from importlib import resources\n"
-        "from order_cancel.runtime.evaluation import default_response_script\n"
+        "from order_cancel.pipeline.evaluation import default_response_script\n"
         "assert default_response_script().name == 'default_response.py'\n"
         "assert '<html' in resources.files('order_cancel.panels').joinpath('page.html').read_text()\n"
     )

@@ -40,7 +40,7 @@ class ErpLoginRefused(ErpLoginError):
 @dataclass(frozen=True)
 class ErpAnswer:
     """What the ERP answered to one request; status_code is None when no answer came (timeout,
-    refused). The rest is what NiFi's InvokeHTTP records of a request (see runtime.invokehttp)."""
+    refused). The rest is what NiFi's InvokeHTTP records of a request (see pipeline.invokehttp)."""
 
     status_code: int | None
     text: str = ""

@@ -15,9 +15,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from order_cancel.pipeline.evaluation import Relation
 from order_cancel.pipeline.plan import ErpRecord, OmnitronRecord, PlanProgress, Step, StepRecord
 from order_cancel.pipeline.summary import outcome
-from order_cancel.runtime.evaluation import Relation
 
 # The ERP request and answer and the Omnitron call are kept as JSON text of at most this many
 # characters (the ERP client already bounds an answer it reads).

@@ -20,10 +20,10 @@ from typing import Any
 from order_cancel.clients.erp import MAX_ANSWER_BYTES, ErpAnswer
 from order_cancel.flows.loading import FlowsFolderError, load_flows
 from order_cancel.flows.models import FlowConfig
+from order_cancel.pipeline.evaluation import DEFAULT_RESPONSE_TEMPLATE, REJECTED_COUNT_ATTRIBUTE, Relation
 from order_cancel.pipeline.plan import MappingRecord, ScriptRecord, StepRecord, WorkItem
 from order_cancel.pipeline.steps import PlanPipeline, plan_attributes
 from order_cancel.runtime import containment
-from order_cancel.runtime.evaluation import DEFAULT_RESPONSE_TEMPLATE, REJECTED_COUNT_ATTRIBUTE, Relation
 from order_cancel.runtime.nifi_api import ERROR_ATTRIBUTE, LogLine
 
 # A panel run stops a script after at most this many seconds (a flow's own limit is usually 300 s;

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from order_cancel.runtime.evaluation import Relation
+from order_cancel.pipeline.evaluation import Relation
 from order_cancel.runtime.nifi_api import LogLine
 
 

@@ -19,6 +19,15 @@ from order_cancel.clients.erp import IDEMPOTENCY_HEADER, ErpAnswer, ErpClient, E
 from order_cancel.clients.http import masked
 from order_cancel.clients.omnitron import REJECTED_STATUS, OmnitronClient, OmnitronLoginError, Written
 from order_cancel.flows.models import CancelStatus, FlowConfig, NextState
+from order_cancel.pipeline.evaluation import (
+    REJECTED_COUNT_ATTRIBUTE,
+    RELATION_ATTRIBUTE,
+    EvaluationError,
+    Relation,
+    ResponseEvaluator,
+    default_relation,
+    default_response_script,
+)
 from order_cancel.pipeline.plan import (
     ErpRecord,
     MappingRecord,
@@ -32,15 +41,6 @@ from order_cancel.pipeline.plan import (
     StepRecord,
     WorkItem,
     now,
-)
-from order_cancel.runtime.evaluation import (
-    REJECTED_COUNT_ATTRIBUTE,
-    RELATION_ATTRIBUTE,
-    EvaluationError,
-    Relation,
-    ResponseEvaluator,
-    default_relation,
-    default_response_script,
 )
 from order_cancel.runtime.jolt import JoltMapping, MappingError, load_spec_file
 from order_cancel.runtime.nifi_api import ERROR_ATTRIBUTE, LogLine

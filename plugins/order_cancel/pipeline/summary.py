@@ -6,9 +6,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from order_cancel.pipeline.evaluation import Relation
 from order_cancel.pipeline.plan import ErpRecord, PlanProgress, PlanRef, Step, StepRecord
 from order_cancel.pipeline.steps import DRY_RUN
-from order_cancel.runtime.evaluation import Relation
 
 COLUMNS = ("plan", "order", "relation", "omnitron", "error")
 

@@ -1,2 +1,2 @@
-"""The Integrator's script runtime (the NiFi API, time limits), the Jolt mapping and the response
-evaluation: what runs a user's code and specs. No Airflow here."""
+"""The Integrator's script runtime (the NiFi API, time limits) and the Jolt mapping: what runs a
+user's code and specs. No Airflow here, and nothing of Omnitron or the ERP."""

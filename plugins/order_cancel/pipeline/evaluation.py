@@ -11,14 +11,16 @@ from importlib import resources
 from typing import Any
 
 from order_cancel.clients.erp import ErpAnswer
-from order_cancel.runtime.invokehttp import invokehttp_attributes
+from order_cancel.pipeline.invokehttp import invokehttp_attributes
 from order_cancel.runtime.scripts import Script
 
 RELATION_ATTRIBUTE = "relation"
 # How many rejected plans the order has: the flow asks Omnitron, for response scripts only.
 REJECTED_COUNT_ATTRIBUTE = "rejected_count"
-# The Integrator's default response script template, package data beside this module.
+# The Integrator's default response script template: a user's script like any other, so it is
+# package data of the script runtime, not of this module.
 DEFAULT_RESPONSE_TEMPLATE = "default_response.py"
+TEMPLATES_PACKAGE = "order_cancel.runtime"
 
 
 class Relation(StrEnum):
@@ -41,7 +43,7 @@ class EvaluationError(ValueError):
 def default_response_script() -> Script:
     """The template a flow with custom_response and no response_script runs."""
     source = (
-        resources.files(__package__)
+        resources.files(TEMPLATES_PACKAGE)
         .joinpath("templates")
         .joinpath(DEFAULT_RESPONSE_TEMPLATE)
         .read_text(encoding="utf-8")
