@@ -476,16 +476,16 @@ def test_validate_says_a_flows_path_that_is_a_file_is_not_a_folder(tmp_path):
     )
 
 
-def test_the_readme_states_the_limits_the_flow_files_are_held_to():
-    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+def test_the_flow_files_page_states_the_limits_the_flow_files_are_held_to():
+    page = " ".join((ROOT / "docs" / "flow-files.md").read_text(encoding="utf-8").split())
     flow_id_limit = next(
         rule.max_length for rule in FlowConfig.model_fields["flow_id"].metadata if hasattr(rule, "max_length")
     )
 
-    assert f"a `flow_id` over {flow_id_limit}, a connection id over {ID_MAX_LENGTH})" in readme
-    assert f"at most {MAX_SECONDS:,}" in readme
-    assert f"past {MAX_YAML_VALUES:,} values" in readme
-    assert f"no day in the next {FIRES_WITHIN_YEARS} years" in readme
+    assert f"a `flow_id` over {flow_id_limit}, a connection id over {ID_MAX_LENGTH})" in page
+    assert f"at most {MAX_SECONDS:,}" in page
+    assert f"past {MAX_YAML_VALUES:,} values" in page
+    assert f"no day in the next {FIRES_WITHIN_YEARS} years" in page
 
 
 def test_every_argument_of_every_command_says_what_it_is():
@@ -526,15 +526,15 @@ def test_help_says_whole_sentences_and_the_demo_ports(command, sentence):
     assert sentence in " ".join(result.stdout.split())
 
 
-def readme_cli_examples() -> list[str]:
-    """The `python -m order_cancel` lines of the README's Command line section, comments left out."""
-    section = (ROOT / "README.md").read_text(encoding="utf-8").split("## Command line", 1)[1]
+def documented_cli_examples() -> list[str]:
+    """The `python -m order_cancel` lines of the docs' Command line section, comments left out."""
+    section = (ROOT / "docs" / "ledger-and-cli.md").read_text(encoding="utf-8").split("## Command line", 1)[1]
     block = section.split("```bash", 1)[1].split("```", 1)[0]
     return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.startswith("python -m order_cancel")]
 
 
-def test_the_readme_has_its_cli_examples():
-    commands = {shlex.split(example)[3] for example in readme_cli_examples()}
+def test_the_docs_have_their_cli_examples():
+    commands = {shlex.split(example)[3] for example in documented_cli_examples()}
     assert commands == {
         "validate",
         "schema",
@@ -547,9 +547,9 @@ def test_the_readme_has_its_cli_examples():
     }
 
 
-@pytest.mark.parametrize("example", readme_cli_examples(), ids=lambda example: shlex.split(example)[3])
-def test_each_readme_cli_example_runs_as_written(example, tmp_path, omnitron, erp_servers):
-    # What the README's text around them says they read: the ledger of a run (the demo's home) and the
+@pytest.mark.parametrize("example", documented_cli_examples(), ids=lambda example: shlex.split(example)[3])
+def test_each_documented_cli_example_runs_as_written(example, tmp_path, omnitron, erp_servers):
+    # What the docs' text around them says they read: the ledger of a run (the demo's home) and the
     # flow's Omnitron and ERP connections; plan 4 was accepted by the ERP and is approved in Omnitron.
     Ledger.open(f"sqlite:///{tmp_path / 'order_cancel_ledger.db'}").write(
         [attempt("script,mapping,write_erp", 30, flow_id="acme_waiting_cancellations", accepted=True, erp_sends=1)]
