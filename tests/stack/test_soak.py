@@ -1,7 +1,7 @@
 """The short chaos soak of CI (bin/soak with a fixed seed and a few minutes): the production stack
 under mixed faults, checked by what the fakes recorded: no plan lost, booked twice, or written to
 Omnitron without the ERP's acceptance, and workers killed while a call they made was held after it
-took effect. The long soak is documented in the README."""
+took effect. The long soak is documented in docs/operations.md."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Flow file models: one YAML file describes one Order Cancel Flow (one DAG).
 
-The field names are the contract with users (README, "Flow files"; shared/reference/flow-config.md):
+The field names are the contract with users (docs/flow-files.md; shared/reference/flow-config.md):
 fields may be added, never renamed. The models also give the flow file's JSON Schema.
 """
 

@@ -1,5 +1,5 @@
 """Preflight: before a flow's first run against a real Omnitron, check in seconds, and without
-writing anything anywhere, each assumption the flow makes (README, "Before the first run").
+writing anything anywhere, each assumption the flow makes (docs/before-the-first-run.md).
 
 Much of Omnitron's side is assumed (shared/reference/omnitron-api.md, "Evidence review"): an
 assumption that does not hold must show here, not as lost refunds in production. The only
