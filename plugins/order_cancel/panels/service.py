@@ -297,11 +297,11 @@ def _show_response(
     section = result["response"]
     section.update(ran=True, status_code=answer.status_code, response_data=answer.body())
     evaluated_input = dict(result["attributes"])
-    if pipeline.evaluator.script is not None:
+    if pipeline.erp.evaluator.script is not None:
         # The flow asks Omnitron for the order's rejected plans; the panel takes the number given.
         evaluated_input[REJECTED_COUNT_ATTRIBUTE] = extra.get(REJECTED_COUNT_ATTRIBUTE, "0")
     try:
-        evaluation = pipeline.evaluate(answer, result["request_body"], evaluated_input)
+        evaluation = pipeline.erp.evaluate(answer, result["request_body"], evaluated_input)
     except Exception as exc:  # the script raised, or set no (or an unknown) relation
         attributes = getattr(exc, "attributes", evaluated_input)
         section.update(

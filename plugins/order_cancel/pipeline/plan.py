@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 import time
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -110,8 +110,9 @@ class StepRecord(_Record):
 
     step: Step
     ref: PlanRef
-    started_at: str
-    seconds: float
+    started_at: str = ""
+    seconds: float = 0.0
+    """When the step started and how long it took: `pipeline.recording.recorded` sets both."""
     attributes: dict[str, str] = Field(default_factory=dict)
     """The plan's attributes after the step (NiFi attributes flow from step to step)."""
     logs: list[LogLine] = Field(default_factory=list)
@@ -123,6 +124,13 @@ class StepRecord(_Record):
     @property
     def failed(self) -> bool:
         return self.error is not None
+
+    def stamped(self, started_at: str, seconds: float) -> Self:
+        return self.model_copy(update={"started_at": started_at, "seconds": seconds})
+
+    def failing(self, error: str, *, retryable: bool, attributes: dict[str, str], logs: list[LogLine]) -> Self:
+        """The record of a step that failed: its error, and the attributes and log lines it left."""
+        return self.model_copy(update={"error": error, "retryable": retryable, "attributes": attributes, "logs": logs})
 
     def said(self) -> str | None:
         """What the step did, in a few words for the task log (None: nothing worth a line)."""
@@ -171,13 +179,20 @@ class ErpRecord(StepRecord):
 
 class OmnitronRecord(StepRecord):
     step: Literal[Step.WRITE_OMNITRON] = Step.WRITE_OMNITRON
-    outcome: str = ""
-    """What became of the plan in Omnitron, in words: "approved", "untouched (retried by a later run)", ..."""
+    phrase: str = ""
+    """What became of the plan in Omnitron, in a few words: "approved", "untouched", "dry run", ..."""
+    reason: str | None = None
+    """Why, where the phrase needs it: "retried by a later run", "nothing written", ..."""
     call: dict[str, Any] | None = None
     """The Omnitron call made, {"method", "path", "body", "answer"}; None when nothing was written."""
     found: str | None = None
     """What Omnitron showed when read before a write that may already have happened (a resumed
     plan): the plan's status, or "integration mapping"; None when not read or still as fetched."""
+
+    @property
+    def outcome(self) -> str:
+        """The phrase, then its reason in parentheses: "untouched (retried by a later run)"."""
+        return f"{self.phrase} ({self.reason})" if self.reason else self.phrase
 
     def said(self) -> str | None:
         return None if self.failed else f"Omnitron: {self.outcome}"

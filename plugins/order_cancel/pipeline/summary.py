@@ -6,9 +6,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from order_cancel.pipeline.erp_write import DRY_RUN
 from order_cancel.pipeline.evaluation import Relation
 from order_cancel.pipeline.plan import ErpRecord, PlanProgress, PlanRef, Step, StepRecord
-from order_cancel.pipeline.steps import DRY_RUN
 
 COLUMNS = ("plan", "order", "relation", "omnitron", "error")
 
@@ -58,7 +58,7 @@ def outcome(progress: PlanProgress) -> str:
         return f"left for a later run ({_unanswered(delivery)})"
     if written is None:
         return "accepted by the ERP" if delivery.relation == Relation.CONTINUE else "refused by the ERP"
-    return written.outcome.split(" (", 1)[0]
+    return written.phrase
 
 
 def _unanswered(delivery: ErpRecord) -> str:

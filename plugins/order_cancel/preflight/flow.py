@@ -10,7 +10,8 @@ from order_cancel.clients.erp import ErpClient, ErpLoginError
 from order_cancel.clients.http import shown_url
 from order_cancel.flows.models import FlowConfig, HttpMethod, TokenLogin
 from order_cancel.pipeline.plan import WorkItem
-from order_cancel.pipeline.steps import UNMENDABLE, PlanPipeline, error_text, plan_attributes
+from order_cancel.pipeline.recording import UNMENDABLE, error_text
+from order_cancel.pipeline.steps import PlanPipeline, plan_attributes
 from order_cancel.preflight.findings import Finding, broken, holds, unchecked
 from order_cancel.preflight.omnitron import Sample
 
@@ -72,14 +73,14 @@ def query_check(flow: FlowConfig, pipeline: PlanPipeline | None, erp: ErpClient)
     if pipeline is None:
         return unchecked(assumption, "the flow's scripts do not build")
     try:
-        asked, decided = pipeline.query_check(erp, _NoSuchPlan(), plan_attributes(flow, WorkItem.of({})))
+        check = pipeline.erp.query_check(erp, _NoSuchPlan(), plan_attributes(flow, WorkItem.of({})))
     except (*UNMENDABLE, ErpLoginError) as exc:
         return broken(assumption, error_text(exc))
-    answer = asked["status_code"] if asked["status_code"] is not None else (decided or {}).get("no_answer")
-    seen = f"GET {asked['url']} (every field {NO_SUCH_KEY}) answered {answer}"
-    if decided is None:
+    answer = check.answer.status_code if check.answer.status_code is not None else check.answer.error
+    seen = f"GET {check.answer.request_url} (every field {NO_SUCH_KEY}) answered {answer}"
+    if check.found is False:
         return holds(assumption, f"{seen}: not found, so plans are sent")
-    if asked["found"]:
+    if check.found:
         return broken(assumption, f"{seen}, read as 'the ERP has it': no plan would ever be sent")
     return broken(assumption, f"{seen}: no decision, so every plan would wait for a later run")
 

@@ -16,16 +16,17 @@ from order_cancel.airflow.hooks import ErpHook, OmnitronHook
 from order_cancel.clients.connection import ConnectionSettingsError
 from order_cancel.clients.tokens import tokens_for
 from order_cancel.flows.models import FlowConfig
-from order_cancel.pipeline import steps
+from order_cancel.pipeline import recording
 from order_cancel.pipeline.batch import ThreadClients
+from order_cancel.pipeline.erp_write import DRY_RUN
 from order_cancel.pipeline.plan import PlanProgress, StepRecord
-from order_cancel.pipeline.steps import DRY_RUN, PlanPipeline
+from order_cancel.pipeline.steps import PlanPipeline
 from order_cancel.runtime.nifi_api import logged_attributes
 
 # Failures that a retry cannot mend: the task fails at once, without its retries. Scripts and specs
 # (of any kind: syntax, exception, time limit, bad output), refused credentials, a connection that
 # is not defined or has no host. Timeouts, 5xx and refused connections keep their retries.
-UNMENDABLE = (*steps.UNMENDABLE, AirflowNotFoundException, ConnectionSettingsError)
+UNMENDABLE = (*recording.UNMENDABLE, AirflowNotFoundException, ConnectionSettingsError)
 
 
 @contextlib.contextmanager
