@@ -17,29 +17,39 @@ import json
 import math
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from order_cancel.clients.connection import ConnectionFields, base_url, env_variable, tls_verify
+from order_cancel.clients.connection import ConnectionFields, env_variable
 from order_cancel.clients.erp import ErpClient
+from order_cancel.clients.factory import erp_factory, omnitron_factory
 from order_cancel.clients.omnitron import OmnitronClient, OmnitronError
 from order_cancel.clients.tokens import TokenStore
 from order_cancel.flows.checks import inspect_flows
-from order_cancel.flows.loading import FlowsFolderError, flow_files, flows_dir
+from order_cancel.flows.loading import FlowsFolderError, UnknownFlow, find_flow, flow_files, flows_dir
 from order_cancel.flows.models import MAX_SECONDS, FlowConfig, json_schema
 from order_cancel.ledger.history import as_json, histories, timeline_lines
-from order_cancel.ledger.location import LedgerSettings, LedgerSettingsError, from_argument, from_environment
+from order_cancel.ledger.location import (
+    LEDGER_CONN_ID,
+    LEDGER_FILE,
+    LedgerSettings,
+    LedgerSettingsError,
+    from_argument,
+    from_environment,
+)
 from order_cancel.ledger.reconcile import reconcile_flow
 from order_cancel.ledger.store import Ledger, Search
-from order_cancel.panels.service import PanelInputError, UnknownFlow, find_flow, try_flow
+from order_cancel.panels.service import PanelInputError, try_flow
 from order_cancel.pipeline.watermark import parse_time
 from order_cancel.preflight import DEFAULT_PLANS, preflight
 from order_cancel.preflight.findings import Verdict, table, tally
 from order_cancel.runtime.jolt import JoltMapping, MappingError, load_spec_file
 from order_cancel.runtime.scripts import DEFAULT_TIMEOUT, Script, ScriptFailed, ScriptSyntaxError
 
+C = TypeVar("C")
 USAGE_ERROR = 2
 FAILURE = 1
 
@@ -232,10 +242,10 @@ def _open_ledger(args: argparse.Namespace) -> tuple[Ledger, LedgerSettings]:
     if settings.url.get_backend_name() == "sqlite" and database and not Path(database).is_file():
         raise UsageError(
             f"no ledger at {database} ({settings.origin}): run a flow first, or name the ledger with --ledger URL "
-            f"or {env_variable('order_cancel_ledger')}"
+            f"or {env_variable(LEDGER_CONN_ID)}"
         )
     try:
-        return Ledger.open(settings.url.render_as_string(hide_password=False)), settings
+        return Ledger.open(settings.connect_url), settings
     except (SQLAlchemyError, ImportError) as exc:
         _ledger_failed(settings, exc)
 
@@ -292,41 +302,32 @@ def _preflight(args: argparse.Namespace) -> int:
     return 1 if any(finding.verdict is Verdict.BROKEN for finding in findings) else 0
 
 
-def _connection(conn_id: str) -> tuple[ConnectionFields, str]:
-    """A flow's connection as Airflow reads it from the environment, and its base URL."""
+def _client(conn_id: str, factory: Callable[[ConnectionFields], Callable[[], C]]) -> C:
+    """A client of a flow's connection as Airflow reads it from the environment."""
     try:
         conn = ConnectionFields.from_env(conn_id)
         if conn is None:
             raise UsageError(f"connection {conn_id!r} is not set: export {env_variable(conn_id)} as for Airflow")
-        return conn, base_url(conn)
+        built = factory(conn)
     except ValueError as exc:  # ConnectionSettingsError (no host), or JSON that does not parse
         raise UsageError(f"{env_variable(conn_id)}: {exc}") from None
+    return built()
 
 
 def _omnitron(flow: FlowConfig) -> OmnitronClient:
     """Omnitron, through the flow's connection."""
-    conn, url = _connection(flow.omnitron.conn_id)
-    return OmnitronClient(
-        url,
-        conn.login or "",
-        conn.password or "",
-        tokens=TokenStore(),
-        timeout=flow.omnitron.timeout_seconds,
-        verify=tls_verify(conn),
+    settings = flow.omnitron
+    return _client(
+        settings.conn_id, lambda conn: omnitron_factory(conn, timeout=settings.timeout_seconds, tokens=TokenStore())
     )
 
 
 def _erp(flow: FlowConfig) -> ErpClient:
     """The flow's ERP, through its connection, logged in as the flow does."""
-    conn, url = _connection(flow.erp.conn_id)
-    return ErpClient(
-        url,
-        flow.erp.login,
-        conn.login,
-        conn.password,
-        tokens=TokenStore(),
-        timeout=flow.erp.timeout_seconds,
-        verify=tls_verify(conn),
+    settings = flow.erp
+    return _client(
+        settings.conn_id,
+        lambda conn: erp_factory(conn, settings.login, timeout=settings.timeout_seconds, tokens=TokenStore()),
     )
 
 
@@ -420,8 +421,8 @@ def _add_schema(commands: Any) -> None:
 
 
 LEDGER_HELP = (
-    "a SQLAlchemy URL or a SQLite file's path; default: $AIRFLOW_CONN_ORDER_CANCEL_LEDGER, "
-    "else $AIRFLOW_HOME/order_cancel_ledger.db"
+    f"a SQLAlchemy URL or a SQLite file's path; default: ${env_variable(LEDGER_CONN_ID)}, "
+    f"else $AIRFLOW_HOME/{LEDGER_FILE}"
 )
 SINCE_HELP = "attempts from this time on: ISO-8601, or 30m / 6h / 7d ago"
 

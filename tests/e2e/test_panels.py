@@ -13,8 +13,8 @@ import pytest
 
 from devtools.airflow_env import ROOT
 from fakes.data import demo_dataset, make_plan
-from order_cancel.flows.loading import load_flow
-from order_cancel.panels.service import PanelInputError, UnknownFlow, find_flow, list_flows, try_flow
+from order_cancel.flows.loading import UnknownFlow, find_flow, load_flow
+from order_cancel.panels.service import PanelInputError, list_flows, try_flow
 from order_cancel.pipeline.plan import WorkItem
 from order_cancel.pipeline.steps import PlanPipeline
 from order_cancel.runtime.nifi_api import ERROR_ATTRIBUTE

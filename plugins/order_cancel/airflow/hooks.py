@@ -10,13 +10,12 @@ host has none. TLS certificates are verified unless the connection's extra says 
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from airflow.sdk import BaseHook
 
-from order_cancel.clients.connection import base_url, tls_verify
 from order_cancel.clients.erp import ErpClient
+from order_cancel.clients.factory import erp_factory, omnitron_factory
 from order_cancel.clients.omnitron import OmnitronClient
 from order_cancel.clients.tokens import TokenStore
 from order_cancel.flows.models import ErpLogin
@@ -34,10 +33,8 @@ class _ClientHook(BaseHook):
         self.timeout = timeout
         self.tokens = tokens or TokenStore()
 
-    def _connection(self) -> tuple[Any, dict[str, Any]]:
-        """The connection, read once, and the client options it gives."""
-        conn = self.get_connection(getattr(self, self.conn_name_attr))
-        return conn, {"tokens": self.tokens, "timeout": self.timeout, "verify": tls_verify(conn)}
+    def _connection(self) -> Any:
+        return self.get_connection(getattr(self, self.conn_name_attr))
 
 
 class OmnitronHook(_ClientHook):
@@ -52,8 +49,7 @@ class OmnitronHook(_ClientHook):
 
     def client_factory(self) -> Callable[[], OmnitronClient]:
         """Reads the connection once; each call builds a client with an HTTP session of its own."""
-        conn, options = self._connection()
-        return partial(OmnitronClient, base_url(conn), conn.login or "", conn.password or "", **options)
+        return omnitron_factory(self._connection(), timeout=self.timeout, tokens=self.tokens)
 
     def get_conn(self) -> OmnitronClient:
         return self.client_factory()()
@@ -78,8 +74,7 @@ class ErpHook(_ClientHook):
 
     def client_factory(self) -> Callable[[], ErpClient]:
         """Reads the connection once; each call builds a client with an HTTP session of its own."""
-        conn, options = self._connection()
-        return partial(ErpClient, base_url(conn), self.login, conn.login, conn.password, **options)
+        return erp_factory(self._connection(), self.login, timeout=self.timeout, tokens=self.tokens)
 
     def get_conn(self) -> ErpClient:
         return self.client_factory()()

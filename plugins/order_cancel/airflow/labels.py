@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from order_cancel.pipeline.plan import PlanProgress
+from order_cancel.pipeline.plan import PlanProgress, plan_label
 from order_cancel.pipeline.summary import outcome
 
 OUTCOME = "plan_outcome"
 BATCH_OUTCOME = "batch_outcome"
-PLAN_LABEL = (
-    "plan {{ task.step_input.ref.plan_pk }} · order {{ task.step_input.ref.order_number }}"
+PLAN_LABEL = plan_label("{{ task.step_input.ref.plan_pk }}", "{{ task.step_input.ref.order_number }}") + (
     "{% if " + OUTCOME + " is defined %} · {{ " + OUTCOME + " }}{% endif %}"
 )
 BATCH_LABEL = (

@@ -17,7 +17,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from order_cancel.ledger.attempts import TaskTry, attempts_of
-from order_cancel.ledger.location import LEDGER_CONN_ID, LedgerSettings, airflow_home, default_settings, from_connection
+from order_cancel.ledger.location import LEDGER_CONN_ID, LedgerSettings, located
 from order_cancel.ledger.store import Ledger
 from order_cancel.pipeline.plan import PlanProgress, StepRecord
 
@@ -28,14 +28,14 @@ def ledger_settings() -> LedgerSettings:
     try:
         conn = BaseHook.get_connection(LEDGER_CONN_ID)
     except AirflowNotFoundException:
-        return default_settings(airflow_home())
-    return from_connection(conn)
+        conn = None
+    return located(conn)
 
 
 @functools.cache
 def open_ledger(settings: LedgerSettings) -> Ledger:
     """One ledger (and its connection pool) per process and database."""
-    return Ledger.open(settings.url.render_as_string(hide_password=False))
+    return Ledger.open(settings.connect_url)
 
 
 def task_try(context: Any) -> TaskTry:

@@ -223,6 +223,22 @@ def load_flows(folder: Path | None = None) -> tuple[list[FlowConfig], list[FlowC
     return [flow for path, flow in loaded.items() if path not in refused], errors + clashes
 
 
+class UnknownFlow(LookupError):
+    """No loadable flow file has this flow_id."""
+
+
+def find_flow(flow_id: str, folder: Path | None = None) -> FlowConfig:
+    """The flow of the flows folder (flows_dir()) with this id; broken files are skipped."""
+    try:
+        flows, _ = load_flows(folder)
+    except FlowsFolderError as exc:
+        raise UnknownFlow(f"no flow {flow_id!r}: {exc}") from None
+    for flow in flows:
+        if flow.flow_id == flow_id:
+            return flow
+    raise UnknownFlow(f"no flow {flow_id!r} in the flows folder")
+
+
 def _flow_id_clashes(flow_ids: dict[Path, str], broken: list[Path]) -> list[FlowConfigError]:
     """The files refused because another file gives their flow_id. Which file builds a DAG must never
     depend on how a new file's name sorts: the file named `<flow_id>.yaml` keeps its id (even while

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from order_cancel.ledger.attempts import Attempt
-from order_cancel.pipeline.plan import Step
+from order_cancel.pipeline.plan import Step, plan_label
 
 _TIME = "%Y-%m-%d %H:%M:%S"
 
@@ -36,6 +36,10 @@ class PlanHistory:
     @property
     def order_number(self) -> str | None:
         return self.latest.order_number
+
+    @property
+    def label(self) -> str:
+        return plan_label(self.plan_pk, self.order_number)
 
     @property
     def is_open(self) -> bool:
@@ -67,7 +71,7 @@ def timeline_lines(found: Sequence[PlanHistory]) -> list[str]:
     """Each plan, then one line per attempt: when, which run and task try, what it did."""
     lines: list[str] = []
     for history in found:
-        plan = f"{history.flow_id} · plan {history.plan_pk} · order {history.order_number}"
+        plan = f"{history.flow_id} · {history.label}"
         lines.append(f"{plan} · now: {history.standing.outcome}")
         lines.extend(f"  {attempt_line(attempt)}" for attempt in history.attempts)
         lines.append("")

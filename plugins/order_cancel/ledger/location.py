@@ -42,6 +42,11 @@ class LedgerSettings:
         """The database, for logs and messages: never its password."""
         return self.url.render_as_string(hide_password=True)
 
+    @property
+    def connect_url(self) -> str:
+        """The database to connect to, with its password: for the ledger's engine, never shown."""
+        return self.url.render_as_string(hide_password=False)
+
 
 def airflow_home(environ: Mapping[str, str] = os.environ) -> str:
     return environ.get("AIRFLOW_HOME", "~/airflow")
@@ -86,7 +91,11 @@ def from_argument(text: str) -> LedgerSettings:
     return LedgerSettings(url, origin="--ledger")
 
 
+def located(conn: Any | None, environ: Mapping[str, str] = os.environ) -> LedgerSettings:
+    """The ledger the connection `order_cancel_ledger` names (None: it is not defined), else the default."""
+    return from_connection(conn) if conn is not None else default_settings(airflow_home(environ))
+
+
 def from_environment(environ: Mapping[str, str] = os.environ) -> LedgerSettings:
     """The connection as Airflow reads it from AIRFLOW_CONN_ORDER_CANCEL_LEDGER, else the default."""
-    conn = ConnectionFields.from_env(LEDGER_CONN_ID, environ)
-    return from_connection(conn) if conn else default_settings(airflow_home(environ))
+    return located(ConnectionFields.from_env(LEDGER_CONN_ID, environ), environ)

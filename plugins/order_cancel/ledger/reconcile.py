@@ -22,6 +22,7 @@ from order_cancel.flows.models import CancelStatus, FlowConfig
 from order_cancel.ledger.attempts import Attempt
 from order_cancel.ledger.history import PlanHistory, histories
 from order_cancel.ledger.store import Ledger, Search
+from order_cancel.pipeline.plan import plan_label
 
 # Plans whose Omnitron status is asked for in one request (`pk__in`).
 PLANS_PER_REQUEST = 100
@@ -59,7 +60,7 @@ class Discrepancy:
     detail: str
 
     def line(self) -> str:
-        return f"plan {self.plan_pk} · order {self.order_number}: {self.kind} ({self.detail})"
+        return f"{plan_label(self.plan_pk, self.order_number)}: {self.kind} ({self.detail})"
 
 
 def reconcile(

@@ -75,6 +75,7 @@ def _plan_json(history: PlanHistory) -> dict[str, Any]:
         "flow_id": history.flow_id,
         "plan_pk": history.plan_pk,
         "order_number": history.order_number,
+        "label": history.label,
         "attempts": len(history.attempts),
         "latest": _attempt_json(history.latest),
         "now": _attempt_json(history.standing),

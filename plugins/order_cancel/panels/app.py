@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from order_cancel.airflow import web
 from order_cancel.airflow.locations import flows_folder
+from order_cancel.flows.loading import UnknownFlow, find_flow
 from order_cancel.panels import service as panels
 
 PAGE = "page.html"
@@ -118,8 +119,8 @@ def flows(user: GetUserDep) -> dict[str, Any]:
 def try_flow(dag_id: str, body: TryRequest) -> dict[str, Any]:
     """The flow's script, mapping and response evaluation on one plan (nothing is sent)."""
     try:
-        flow = panels.find_flow(dag_id, flows_folder())
-    except panels.UnknownFlow as exc:
+        flow = find_flow(dag_id, flows_folder())
+    except UnknownFlow as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     try:
         return panels.try_contained(

@@ -47,25 +47,6 @@ class PanelInputError(ValueError):
     """What the panel was given cannot be used (not a flow's plan, attributes that are not a mapping)."""
 
 
-class UnknownFlow(LookupError):
-    """No loadable flow file has this flow_id."""
-
-
-# -- flows ----------------------------------------------------------------------------------------
-
-
-def find_flow(flow_id: str, folder: Path | None = None) -> FlowConfig:
-    """The flow of the flows folder (config.flows_dir()) with this id; broken files are skipped."""
-    try:
-        flows, _ = load_flows(folder)
-    except FlowsFolderError as exc:
-        raise UnknownFlow(f"no flow {flow_id!r}: {exc}") from None
-    for flow in flows:
-        if flow.flow_id == flow_id:
-            return flow
-    raise UnknownFlow(f"no flow {flow_id!r} in the flows folder")
-
-
 def _relative(flow: FlowConfig, path: Path | None) -> str | None:
     """A script or spec path as the flow file names it (relative to its folder)."""
     if path is None:

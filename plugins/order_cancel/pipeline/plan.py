@@ -51,6 +51,11 @@ class _Record(BaseModel):
 PLAN_FIELDS = ("pk", "status", "plan_type", "modified_date", "order.pk", "order.number", "order.channel")
 
 
+def plan_label(plan_pk: Any, order_number: Any) -> str:
+    """Who a plan is, in the grid, the logs, the run note, the ledger and the CLI: `plan 4 · order 429453004`."""
+    return f"plan {plan_pk} · order {order_number}"
+
+
 class PlanRef(_Record):
     """A plan's identity, small enough for every label, log line and mapped-over list."""
 
@@ -78,7 +83,7 @@ class PlanRef(_Record):
     def label(self) -> str:
         if self.plan_pk is None and self.transaction_pk is not None:
             return f"order transaction {self.transaction_pk}"
-        return f"plan {self.plan_pk} · order {self.order_number}"
+        return plan_label(self.plan_pk, self.order_number)
 
     def idempotency_key(self, flow_id: str) -> str:
         """Stable for one version of a plan: a retried or repeated send carries the same key."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from order_cancel.flows.models import AlarmSettings
+from order_cancel.pipeline.plan import plan_label
 
 FAILURE_RELATION = "failure"
 
@@ -38,7 +39,7 @@ class RunReport:
         """Markdown for the run's note in the Airflow UI."""
         counts = ", ".join(f"{relation} {count}" for relation, count in sorted(self.relations.items())) or "none"
         lines = [f"**{len(self.rows)} plan(s)** in {self.seconds:.0f} s: {counts}"]
-        lines += [f"- plan {row['plan']} · order {row['order']}: {_reason(row)}" for row in self.failures[:20]]
+        lines += [f"- {plan_label(row['plan'], row['order'])}: {_reason(row)}" for row in self.failures[:20]]
         if len(self.failures) > 20:
             lines.append(f"- ... and {len(self.failures) - 20} more")
         lines += [f"**Alarm:** {alarm}" for alarm in alarms]
