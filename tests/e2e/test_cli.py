@@ -347,7 +347,7 @@ def test_a_script_that_will_not_stop_is_stopped_at_the_timeout(tmp_path, plan_fi
     script = write(tmp_path / "stubborn.py", STUBBORN_SCRIPT)
     started = time.monotonic()
     result = cli("test-script", script, "--input", plan_file, "--timeout", "2")
-    assert time.monotonic() - started < 2 + 5  # the limit, the grace, two interpreters starting
+    assert time.monotonic() - started < 2 + 10  # the limit, the grace, two interpreters starting (never 60)
     assert result.returncode == 1
     assert json.loads(result.stdout)["attributes"]["log.script.error"] == (
         "ScriptTimeout: stopped after 2 s (it did not stop when asked: its process was killed)"
@@ -360,7 +360,7 @@ def test_try_flow_stops_a_script_that_will_not_stop_at_the_flows_limit(tmp_path,
     write_flow(folder, "acme_stubborn", script="scripts/stubborn.py", script_timeout_seconds=2)
     started = time.monotonic()
     result = cli("try-flow", "acme_stubborn", "--plan", plan_file, "--flows-dir", folder)
-    assert time.monotonic() - started < 2 + 5
+    assert time.monotonic() - started < 2 + 10
     assert result.returncode == 1
     answer = json.loads(result.stdout)
     assert answer["failed_step"] == "script"

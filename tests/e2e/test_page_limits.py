@@ -310,7 +310,7 @@ def test_a_script_that_will_not_stop_is_killed_at_the_panels_limit(probe_pages):
         f"{PANELS}/api/flows/acme_stubborn/try", json={"plan": {"pk": 4}}, headers=bearer(probe_pages, "admin")
     )
 
-    assert time.monotonic() - started < 1 + 1 + 3
+    assert time.monotonic() - started < 1 + 1 + 8  # the limit, the grace, a child started under load
     result = answer.json()
     assert answer.status_code == 200 and result["ok"] is False and result["failed_step"] == "script"
     assert result["error"] == "ScriptTimeout: a script did not stop at its limit (1 s): the try's process was killed"

@@ -259,7 +259,7 @@ def test_timeout_in_the_main_thread(source, alarm_state):
     started = time.monotonic()
     with pytest.raises(ScriptTimeout) as caught:
         run(source, timeout=0.5)
-    assert 0.45 < time.monotonic() - started < 1.5
+    assert 0.45 < time.monotonic() - started < 3  # the limit, and a child started under load
     error = caught.value.attributes["log.script.error"]
     assert error.startswith("ScriptTimeout: stopped after 0.5 s (test_script.py:")
 
@@ -268,7 +268,7 @@ def test_timeout_in_the_main_thread(source, alarm_state):
 def test_timeout_in_a_worker_thread(source):
     _, error, seconds = in_worker_thread(lambda: run(source, timeout=0.5))
     assert isinstance(error, ScriptTimeout), error
-    assert 0.45 < seconds < 1.5
+    assert 0.45 < seconds < 3  # a new thread starts its own child
 
 
 def test_a_swallowed_deadline_is_still_a_timeout(alarm_state):
@@ -285,7 +285,7 @@ def test_the_alarm_repeats_when_the_script_swallows_it(alarm_state):
     started = time.monotonic()
     with pytest.raises(ScriptTimeout):
         run(source, timeout=0.3)
-    assert time.monotonic() - started < 1.5  # without the repeat: about 4.3 s
+    assert time.monotonic() - started < 3  # without the repeat: about 4.3 s
 
 
 # Scripts that will not be stopped: one swallows every interruption, one turns the alarm off.
@@ -311,7 +311,7 @@ def test_a_script_that_will_not_stop_is_killed_at_its_limit(source, thread, alar
 
     result, error, seconds = in_worker_thread(attempt) if thread == "worker thread" else _timed(attempt)
     assert isinstance(error, ScriptTimeout), (result, error)
-    assert 1 < seconds < 1 + containment.GRACE_SECONDS + 1.5
+    assert 1 < seconds < 1 + containment.GRACE_SECONDS + 3
     assert error.attributes["log.script.error"] == (
         "ScriptTimeout: stopped after 1 s (it did not stop when asked: its process was killed)"
     )
@@ -391,7 +391,7 @@ def test_an_outer_timer_due_during_the_script_gets_its_handler_called_then():
         started = time.monotonic()
         result = run("import time\ntime.sleep(0.3)\nsession.putAttribute(flowFile, 'done', 1)", timeout=5)
         assert result.attributes == {"done": "1"}
-        assert len(calls) == 1 and 0.08 < calls[0] - started < 0.25
+        assert len(calls) == 1 and 0.08 < calls[0] - started < 1
         assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -411,7 +411,7 @@ def test_an_outer_timeout_like_airflows_propagates_unchanged():
         started = time.monotonic()
         with pytest.raises(TaskTimeout):
             run("while True: pass", timeout=5)
-        assert time.monotonic() - started < 1
+        assert time.monotonic() - started < 3  # not the script's 5 s
         assert signal.getsignal(signal.SIGALRM) is airflow_handler
         assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     finally:
