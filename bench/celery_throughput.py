@@ -6,11 +6,11 @@ floors; then a run per layout (and batches of 250 with 32 threads) against an ER
 150 ms, against the latency floor.
 
     PYTHONPATH=. .venv/bin/python -m bench.celery_throughput [--plans 200] [--concurrency 4]
-        [--big 5000] [--latency-ms 150] [--latency-plans 1000] [--per-step-latency-plans 300]
+        [--big 5000] [--latency-ms 150] [--latency-plans 1000] [--per-step-latency-plans 100]
         [--out bench/celery_results.json]
 
 PostgreSQL and Redis must run (devtools/ensure_services.sh). The stack gets a metadata database of
-its own (`airflow_order_cancel_bench`, dropped at the end), Redis database 9, free ports and a
+its own (`airflow_order_cancel_bench_<pid>`, dropped at the end), Redis database 9, free ports and a
 temporary Airflow home and DAG folder; nothing of `bin/airflow-celery` is touched.
 
 The flows (one per layout): waiting web cancellations of channels 1 and 2, the example Jolt mapping,
@@ -20,16 +20,16 @@ comes first and is not reported; batch runs of N plans last seconds, so they are
 times and the median kept.
 
 No-op floors (Airflow's own cost on this stack): beside the project's DAG files the stack reads a
-no-op twin of each layout (bench.scenarios.write_noop_dag: login, fetch, the layout's mapped tasks doing
-nothing, summary), run right after the flow with as many mapped task instances; a layout's plans/s
-is reported as a ratio to its twin's (vs floor: 1.0 would be no cost beyond Airflow's own).
+no-op twin of each layout (bench.scenarios.write_noop_dag: login, fetch, the layout's mapped tasks
+doing nothing, summary), run right after the flow with as many mapped task instances; a layout's
+plans/s is reported as a ratio to its twin's (vs floor: 1.0 would be no cost beyond Airflow's own).
 
 The ERP with latency: the fake ERP holds every answer `--latency-ms` (its login's too); each layout
-runs `--latency-plans` plans (per step: `--per-step-latency-plans`, as 1,000 plans take it about 20
-minutes here) with 2 workers. Latency floor: plans x latency / the ERP calls the layout has in
-flight (batches: batch.concurrency x the batches that run at once, at most the worker slots; the
-other layouts: the worker slots). The batch layouts also run the same plans without latency: the
-difference is the wait the layout did not hide.
+runs `--latency-plans` plans (per step: `--per-step-latency-plans`, as 300 plans took it 14 minutes
+on this 2-core machine beside other jobs) with 2 workers. Latency floor: plans x latency / the ERP
+calls the layout has in flight (batches: batch.concurrency x the batches that run at once, at most
+the worker slots; the other layouts: the worker slots). The batch layouts also run the same plans
+without latency: the difference is the wait the layout did not hide.
 
 Wall time: from the trigger (POST dagRuns) until the REST API reports the run finished (polled every
 0.5 s). A run only counts if it succeeded, every plan is approved in the fake Omnitron and the fake
@@ -37,7 +37,7 @@ ERP received each plan once. Peak memory: every task process (titled `airflow wo
 sampled every 0.1 s while the run lasts; each task's largest resident set is reported. Where the time
 goes: each task's mean duration and wait from queued to start (REST API), and the CPU seconds each
 component used during the run (its process tree, reaped task processes included; PostgreSQL is the
-machine's whole server).
+machine's whole server); the machine's load average at each run's end.
 
 The goals (issues: one task per plan, 25): the single layout with 2 workers at least 2.5 plans/s and
 at least 0.8x its no-op floor's plans/s; a batch run of 5,000 plans within 2 x the HTTP floor (the
@@ -114,7 +114,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--latency-plans", type=int, default=1000, help="plans per run with latency (default %(default)s)"
     )
     parser.add_argument(
-        "--per-step-latency-plans", type=int, default=300, help="the per-step run's (default %(default)s)"
+        "--per-step-latency-plans", type=int, default=100, help="the per-step run's (default %(default)s)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "celery_results.json")
     parser.add_argument("--keep-home", action="store_true", help="keep the Airflow home (logs) and print where")
@@ -275,6 +275,8 @@ class Bench:
         return {
             "wall_s": round(wall, 2),
             "run_duration_s": round(run["duration"], 2),
+            # The machine's 1-minute load at the run's end: the benchmark shares it with other jobs.
+            "load_average": round(os.getloadavg()[0], 1),
             "task_instances": len(instances),
             "tasks": task_times(instances),
             "cpu_s": {name: round(cpu_after[name] - cpu_before.get(name, 0.0), 2) for name in cpu_after},
@@ -515,7 +517,8 @@ def stack_config(base: Path, concurrency: int) -> CeleryStackConfig:
     return throwaway_config(
         base,
         flows_dir=base / "flows",
-        database="airflow_order_cancel_bench",
+        # Its own name: a second benchmark started meanwhile drops only its own database.
+        database=f"airflow_order_cancel_bench_{os.getpid()}",
         redis_db=9,
         manual_only=True,
         workers=1,
