@@ -105,6 +105,13 @@ BIG_RUN_FACTOR, MEMORY_FACTOR, LATENCY_FACTOR = 2.0, 1.5, 1.3
 TASK_TITLE = "airflow worker -- "
 
 
+SECTIONS = ("layouts", "big", "latency")
+
+
+class RunFailed(Exception):
+    """A run that cannot be measured: it failed, or the fakes saw a plan not delivered once."""
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.celery_throughput", description=__doc__.split("\n\n")[0])
     parser.add_argument("--plans", type=int, default=200, help="plans per layout run (default %(default)s)")
@@ -116,6 +123,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--per-step-latency-plans", type=int, default=100, help="the per-step run's (default %(default)s)"
+    )
+    parser.add_argument(
+        "--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="what to measure (default: all)"
+    )
+    parser.add_argument(
+        "--latency-layouts", nargs="+", choices=list(FLOWS), default=list(FLOWS), help="the latency rows' layouts"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "celery_results.json")
     parser.add_argument("--keep-home", action="store_true", help="keep the Airflow home (logs) and print where")
@@ -272,7 +285,7 @@ class Bench:
         instances = self.rest.task_instances(dag_id, run_id)
         if run["state"] != "success":
             failed = [(ti["task_id"], ti["map_index"]) for ti in instances if ti["state"] not in ("success", "skipped")]
-            raise SystemExit(f"{dag_id} run {run_id} ended {run['state']}; not successful: {failed[:10]}")
+            raise RunFailed(f"{dag_id} run {run_id} ended {run['state']}; not successful: {failed[:10]}")
         return {
             "wall_s": round(wall, 2),
             "run_duration_s": round(run["duration"], 2),
@@ -306,10 +319,10 @@ class Bench:
         """Every plan approved in Omnitron and written to the ERP once, by the run's ERP calls."""
         statuses = self.fakes.plan_statuses(pks)
         if set(statuses.values()) != {"approved"}:
-            raise SystemExit(f"{layout}: not approved: {[pk for pk, s in statuses.items() if s != 'approved'][:10]}")
+            raise RunFailed(f"{layout}: not approved: {[pk for pk, s in statuses.items() if s != 'approved'][:10]}")
         sent = [call["body"]["cancellationId"] for call in erp_calls if call["path"] == ERP_PATH]
         if sorted(sent) != pks:
-            raise SystemExit(f"{layout}: the ERP received {len(sent)} writes for {len(pks)} plans")
+            raise RunFailed(f"{layout}: the ERP received {len(sent)} writes for {len(pks)} plans")
 
     def by_worker(self, run_id: str) -> dict[str, int]:
         counts = {
@@ -337,7 +350,7 @@ class Bench:
         subprocess.run(command, cwd=ROOT, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         floor = json.loads(result.read_text())
         if floor["plans"] != plans:
-            raise SystemExit(f"HTTP floor: {floor['plans']} plans listed, {plans} expected")
+            raise RunFailed(f"HTTP floor: {floor['plans']} plans listed, {plans} expected")
         return round(floor["http_s"], 2)
 
 
@@ -348,7 +361,7 @@ def twin_items(layout: str, instances: list[dict]) -> int:
     expected = {f"{shape['group']}.{step}" if shape["group"] else step for step in shape["steps"]}
     counts = Counter(ti["task_id"] for ti in instances if ti["map_index"] >= 0)
     if set(counts) != expected or len(set(counts.values())) != 1:
-        raise SystemExit(f"{layout}: mapped task instances {dict(counts)}; its no-op twin maps {sorted(expected)}")
+        raise RunFailed(f"{layout}: mapped task instances {dict(counts)}; its no-op twin maps {sorted(expected)}")
     return next(iter(counts.values()))
 
 
@@ -388,9 +401,8 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {**median, "runs_wall_s": [run["wall_s"] for run in ordered]} if len(runs) > 1 else median
 
 
-def layout_rows(bench: Bench, stack: CeleryStack, plans: int) -> list[dict[str, Any]]:
-    """Each layout with 1 and 2 workers, each run followed by its no-op twin's."""
-    rows = []
+def layout_rows(bench: Bench, stack: CeleryStack, plans: int, rows: list[dict[str, Any]]) -> None:
+    """Each layout with 1 and 2 workers, each run followed by its no-op twin's, into `rows`."""
     for workers in WORKER_COUNTS:
         while len(stack.workers) < workers:
             stack.add_worker()
@@ -409,7 +421,6 @@ def layout_rows(bench: Bench, stack: CeleryStack, plans: int) -> list[dict[str, 
                 flush=True,
             )
             rows.append(row)
-    return rows
 
 
 def big_batch(bench: Bench, big: int, folder: Path) -> dict[str, Any]:
@@ -446,10 +457,10 @@ def erp_calls_in_flight(bench: Bench, flows: Path, layout: str, plans: int) -> i
     return flow.batch.concurrency * min(math.ceil(plans / flow.batch.size), bench.slots)
 
 
-def latency_rows(bench: Bench, args: argparse.Namespace, flows: Path) -> list[dict[str, Any]]:
-    """Each layout against an ERP with latency, with the workers there are; batches also without it."""
-    rows = []
-    for layout in FLOWS:
+def latency_rows(bench: Bench, args: argparse.Namespace, flows: Path, rows: list[dict[str, Any]]) -> None:
+    """Each layout against an ERP with latency, with the workers there are, into `rows`; batches also
+    without it."""
+    for layout in args.latency_layouts:
         plans = latency_plans(args, layout)
         in_flight = erp_calls_in_flight(bench, flows, layout, plans)
         floor_s = plans * args.latency_ms / 1000 / in_flight
@@ -472,7 +483,6 @@ def latency_rows(bench: Bench, args: argparse.Namespace, flows: Path) -> list[di
         )
         rows.append(row)
     bench.fakes.erp_latency(0)
-    return rows
 
 
 def layout_table(rows: list[dict[str, Any]]) -> str:
@@ -534,6 +544,7 @@ def stack_config(base: Path, concurrency: int) -> CeleryStackConfig:
 
 def measure(args: argparse.Namespace, base: Path, config: CeleryStackConfig) -> dict[str, Any]:
     stack = CeleryStack(config)
+    measured: dict[str, Any] = {}
     try:
         print(f"celery-bench: stack ready in {stack.start():.1f} s (home {config.home})", flush=True)
         rest = AirflowRest(config.port).login()
@@ -546,66 +557,76 @@ def measure(args: argparse.Namespace, base: Path, config: CeleryStackConfig) -> 
         for layout in NOOP_SHAPES:
             warm_up = bench.timed_run(noop_id_of(layout))[0]["wall_s"]
             print(f"celery-bench: warm-up {noop_id_of(layout)}: {warm_up} s", flush=True)
-        rows = layout_rows(bench, stack, args.plans)
-        big = big_batch(bench, args.big, base)
-        return {"results": rows, "big_batch": big, "latency": latency_rows(bench, args, base / "flows")}
+        if "layouts" in args.sections:
+            layout_rows(bench, stack, args.plans, measured.setdefault("results", []))
+        while len(stack.workers) < max(WORKER_COUNTS):  # the other sections run with 2 workers
+            stack.add_worker()
+        if "big" in args.sections:
+            measured["big_batch"] = big_batch(bench, args.big, base)
+        if "latency" in args.sections:
+            latency_rows(bench, args, base / "flows", measured.setdefault("latency", []))
+    except RunFailed as failure:
+        # What was measured so far is kept, and the stack's logs for finding out why.
+        print(f"celery-bench: {failure}", flush=True)
+        measured["error"] = str(failure)
+        args.keep_home = True
     finally:
         stack.stop()
         drop_database(config)
+    return measured
 
 
 def goals(measured: dict[str, Any]) -> dict[str, Any]:
-    single = next(row for row in measured["results"] if row["layout"] == "single" and row["workers"] == 2)
-    big = measured["big_batch"]
-    batches = {row["layout"]: row["vs_latency_floor"] for row in measured["latency"] if "without_latency" in row}
-    hidden = {row["layout"]: row["added_vs_latency_floor"] for row in measured["latency"] if "without_latency" in row}
-    return {
-        "single_2_workers_plans_per_s": single["plans_per_s"],
-        "single_goal_met": single["plans_per_s"] >= SINGLE_GOAL_PLANS_PER_S,
-        "single_2_workers_vs_floor": single["vs_floor"],
-        "single_vs_floor_goal_met": single["vs_floor"] >= SINGLE_VS_FLOOR_GOAL,
-        "big_batch_wall_s": big["runs"][-1]["wall_s"],
-        "big_batch_goal_s": big["goal_s"],
-        "big_batch_goal_met": big["goal_met"],
-        "memory_goal_met": big["memory_goal_met"],
-        "batches_vs_latency_floor": batches,
-        "batches_latency_goal_met": all(value <= LATENCY_FACTOR for value in batches.values()),
-        "batches_latency_added_vs_floor": hidden,
-        "batches_latency_added_goal_met": all(value <= LATENCY_FACTOR for value in hidden.values()),
-    }
+    """Each goal of the sections measured: the figure and whether it is met."""
+    found: dict[str, Any] = {}
+    singles = [row for row in measured.get("results", []) if row["layout"] == "single" and row["workers"] == 2]
+    if singles:
+        single = singles[0]
+        found["single_2_workers_plans_per_s"] = single["plans_per_s"]
+        found["single_goal_met"] = single["plans_per_s"] >= SINGLE_GOAL_PLANS_PER_S
+        found["single_2_workers_vs_floor"] = single["vs_floor"]
+        found["single_vs_floor_goal_met"] = single["vs_floor"] >= SINGLE_VS_FLOOR_GOAL
+    if big := measured.get("big_batch"):
+        found["big_batch_wall_s"] = big["runs"][-1]["wall_s"]
+        found["big_batch_goal_s"] = big["goal_s"]
+        found["big_batch_goal_met"] = big["goal_met"]
+        found["memory_goal_met"] = big["memory_goal_met"]
+    batches = [row for row in measured.get("latency", []) if "without_latency" in row]
+    if batches:
+        whole = {row["layout"]: row["vs_latency_floor"] for row in batches}
+        added = {row["layout"]: row["added_vs_latency_floor"] for row in batches}
+        found["batches_vs_latency_floor"] = whole
+        found["batches_latency_goal_met"] = all(value <= LATENCY_FACTOR for value in whole.values())
+        found["batches_latency_added_vs_floor"] = added
+        found["batches_latency_added_goal_met"] = all(value <= LATENCY_FACTOR for value in added.values())
+    return found
 
 
 def markdown(report: dict[str, Any]) -> str:
-    big = report["big_batch"]
-    return "\n".join(
-        [
-            f"# Celery throughput ({report['started_at']})",
-            "",
-            f"{report['machine']['cpus']} CPUs, {report['stack']['concurrency_per_worker']} slots per worker; "
-            f"{report['wall_time']}.",
-            "",
-            "## Layouts and their no-op floors",
-            "",
-            layout_table(report["results"]),
-            "",
+    lines = [
+        f"# Celery throughput ({report['started_at']})",
+        "",
+        f"{report['machine']['cpus']} CPUs, {report['stack']['concurrency_per_worker']} slots per worker; "
+        f"{report['wall_time']}.",
+        "",
+    ]
+    if report.get("error"):
+        lines += [f"**Stopped early**: {report['error']}", ""]
+    if report.get("results"):
+        lines += ["## Layouts and their no-op floors", "", layout_table(report["results"]), ""]
+    if big := report.get("big_batch"):
+        lines += [
             "## Batches of 250 (2 workers)",
             "",
             f"1, 500 and {big['runs'][-1]['plans']} plans: {', '.join(wall(run) for run in big['runs'])} s; "
             f"HTTP floor of the largest {big['http_floor_s']} s; goal {big['goal_s']} s "
             f"(met: {big['goal_met']}); memory goal met: {big['memory_goal_met']}.",
             "",
-            f"## An ERP that answers after {report['latency'][0]['latency_ms']:g} ms (2 workers)",
-            "",
-            latency_table(report["latency"]),
-            "",
-            "## Goals",
-            "",
-            "```json",
-            json.dumps(report["goals"], indent=2),
-            "```",
-            "",
         ]
-    )
+    if report.get("latency"):
+        heading = f"## An ERP that answers after {report['latency'][0]['latency_ms']:g} ms (2 workers)"
+        lines += [heading, "", latency_table(report["latency"]), ""]
+    return "\n".join([*lines, "## Goals", "", "```json", json.dumps(report["goals"], indent=2), "```", ""])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -639,6 +660,7 @@ def main(argv: list[str] | None = None) -> int:
             "layouts": FLOWS,
             "noop_shapes": NOOP_SHAPES,
         },
+        "sections": args.sections,
         "wall_time": "trigger (POST dagRuns) until the REST API reports the run finished, polled every 0.5 s; "
         "batch rows: the median of 3 runs (runs_wall_s)",
         **measured,
@@ -649,7 +671,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.with_suffix(".md").write_text(text)
     print(text)
     print(f"celery-bench: wrote {args.out} and {args.out.with_suffix('.md').name}")
-    return 0
+    return 1 if measured.get("error") else 0
 
 
 if __name__ == "__main__":

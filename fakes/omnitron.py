@@ -196,8 +196,8 @@ class FakeOmnitron(FakeServer):
             "pk__in": int_in("pk__in", lambda p: p["pk"]),
             **date_filters("modified_date", lambda p: p["modified_date"]),
         }
-        with self._lock:  # held while filtering: the channel filters read self.orders
-            return self._list(request, PLANS, copy.deepcopy(list(self.plans.values())), filters)
+        with self._lock:  # held while filtering (the channel filters read self.orders) and copying the page
+            return self._list(request, PLANS, list(self.plans.values()), filters)
 
     def _list_transactions(self, request: RecordedRequest) -> Reply:
         filters = {
@@ -211,8 +211,8 @@ class FakeOmnitron(FakeServer):
             "pk": int_equals("pk", lambda t: t["pk"]),
             **date_filters("modified_date", lambda t: t["modified_date"]),
         }
-        with self._lock:  # held while filtering: the channel filters read self.orders
-            return self._list(request, TRANSACTIONS, copy.deepcopy(list(self.order_transactions.values())), filters)
+        with self._lock:  # held while filtering (the channel filters read self.orders) and copying the page
+            return self._list(request, TRANSACTIONS, list(self.order_transactions.values()), filters)
 
     def _list(self, request: RecordedRequest, resource: str, items: list[dict], filters: dict) -> Reply:
         known = {name: check for name, check in filters.items() if name not in self.ignored_filters}
@@ -220,15 +220,15 @@ class FakeOmnitron(FakeServer):
         ordering = request.query.get(self.ordering_param) if self.ordering_param else None
         try:
             found, ignored = apply_filters(items, request.query, known, paging)
-            ordered = [self._shown(resource, item) for item in order(found, ordering, ORDER_KEYS)]
-            page = paginate(ordered, request.query_string, self._absolute(request))
+            page = paginate(order(found, ordering, ORDER_KEYS), request.query_string, self._absolute(request))
         except QueryError as error:
             return Reply(400, {error.param: [error.message]})
         except InvalidPage:
             return Reply(404, {"detail": "Invalid page."})
         with self._lock:
             self.ignored_params.extend((request.path, name) for name in ignored)
-        return Reply(200, page)
+            # Only the page is copied: a fake holding many plans answers each page as fast.
+            return Reply(200, {**page, "results": [self._shown(resource, item) for item in page["results"]]})
 
     def _channel_of_order(self, order_pk: Any) -> int | None:
         order_obj = self.orders.get(order_pk)

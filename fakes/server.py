@@ -203,6 +203,9 @@ class _Server(ThreadingHTTPServer):
     """Tracks open connections so that ``stop`` can close kept-alive ones."""
 
     daemon_threads = True
+    # socketserver's default backlog (5) drops connections when many clients connect at once (a
+    # batch's threads, several batches); a real server listens with a larger one.
+    request_queue_size = 1024
     fake: FakeServer
 
     def __init__(self, address, handler):
