@@ -4,6 +4,8 @@ modules also run in batch mode: see `every_layout`.)"""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from fakes import make_plan
@@ -17,7 +19,7 @@ def sent(erp) -> list[int]:
     return sorted(r.body["pk"] for r in erp.requests if r.path == "/api/cancellations")
 
 
-def test_batches_are_mapped_and_labelled_with_their_plans(flows, omnitron, erp_servers):
+def test_batches_are_mapped_and_labelled_with_their_plans(flows, omnitron, erp_servers, capsys):
     omnitron.add_plans([make_plan(pk, order_pk=100 + pk) for pk in range(1, 6)])
     flows.write()
 
@@ -32,6 +34,9 @@ def test_batches_are_mapped_and_labelled_with_their_plans(flows, omnitron, erp_s
     assert [[item["ref"]["plan_pk"] for item in batch] for batch in run.xcom("fetch_plans")] == [[1, 2], [3, 4], [5]]
     assert all(set(item) == {"ref"} for batch in run.xcom("fetch_plans") for item in batch)
     assert [item["plan"]["pk"] for item in run.xcom("fetch_plans", key="plan_batch.1")] == [3, 4]
+    # Each batch says what keeping its plans' progress cost: at least a write for its ERP decisions.
+    kept = re.findall(r"kept in (\d+) writes to the task state store", capsys.readouterr().out)
+    assert len(kept) == 3 and all(int(writes) >= 1 for writes in kept), kept
 
 
 def test_a_retried_batch_runs_only_its_failed_plan(flows, omnitron, erp_servers):

@@ -29,6 +29,7 @@ their HTTP calls.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -229,6 +230,7 @@ class BatchJournal:
         self._state = state
         self._groups = 0
         self._kept: dict[str, int] = {}  # records kept so far, by plan
+        self.writes, self.write_seconds = 0, 0.0
 
     def read(self) -> BatchCheckpoint:
         """Everything kept by the batch's earlier tries, each plan's records in order."""
@@ -242,11 +244,15 @@ class BatchJournal:
         return checkpoint.model_copy(update={"plans": plans})
 
     def keep(self, plans: dict[str, PlanProgress]) -> None:
+        """Writes the records the plans added since they were last kept; counts the writes and their
+        time (the batch's threads wait for them: the figure says what keeping progress cost)."""
         added = {
             key: progress.model_copy(update={"records": progress.records[self._kept.get(key, 0) :]})
             for key, progress in plans.items()
         }
+        started = time.monotonic()
         save_state(self._state, _KEPT_STATE.format(index=self._groups), BatchCheckpoint(plans=added))
+        self.writes, self.write_seconds = self.writes + 1, self.write_seconds + time.monotonic() - started
         self._groups += 1
         self._kept.update({key: len(progress.records) for key, progress in plans.items()})
 

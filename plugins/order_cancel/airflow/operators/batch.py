@@ -52,6 +52,11 @@ class ProcessBatchOperator(FlowOperator):
             runner = BatchRunner(self.pipeline(context), self.plan_clients(context), self.flow.batch.concurrency)
             plans = runner.run(items, checkpoint, journal.keep, resumed=resumed)
             journal.finish()
+            self.log.info(
+                "The plans' progress was kept in %d writes to the task state store, %.2f s in all",
+                journal.writes,
+                journal.write_seconds,
+            )
         for plan in plans:
             self.log_plan(plan.progress, plan.fresh, prefix=f"{plan.progress.ref.label}: ")
         record_attempts(context, [(plan.progress, plan.fresh) for plan in plans])
