@@ -4,7 +4,8 @@ injects faults; then an independent checker (devtools/soak_check.py) reads only 
 recorded and fails on any plan lost, booked twice, or written without the ERP's acceptance.
 
     bin/soak [--minutes 30] [--seed 7] [--fault-every 12] [--arrive-every 15] [--arrivals 1]
-             [--batch-arrivals 30] [--max-plans 5000] [--drain-minutes 8] [--out artifacts/soak/soak.json]
+             [--batch-arrivals 30] [--max-plans 5000] [--drain-minutes 8] [--aimed-kills 0]
+             [--aimed-wait-minutes 5] [--out artifacts/soak/soak.json]
 
 Four flows, each on a channel of its own and scheduled every minute: per step (waiting), one task per
 plan (waiting), batches (waiting), and one task per plan on completed plans (the watermark and its
@@ -156,6 +157,10 @@ class Chaos:
             "api-server killed and restarted": lambda: self._restart("api-server"),
             "PostgreSQL restarted": restart_postgres,
         }
+
+    def aimed_kills(self) -> int:
+        """The aimed faults whose worker was killed while their call was held."""
+        return sum(self.injected[kind] for kind in self.targeted())
 
     def inject(self) -> str:
         """The next fault: every other one aimed at a window (while none is pending), else any."""
@@ -359,11 +364,15 @@ class Soak:
             print(f"soak {elapsed(started)}: {said}", flush=True)
 
     def under_faults(self) -> float:
-        """Plans arrive and faults strike until the time is up; checked every 30 s. Answers the seconds."""
+        """Plans arrive and faults strike until the time is up, and longer (up to `--aimed-wait-minutes`)
+        while fewer than `--aimed-kills` aimed faults landed; checked every 30 s. Answers the seconds."""
         started = time.monotonic()
         deadline = started + self.args.minutes * 60
+        last_chance = deadline + self.args.aimed_wait_minutes * 60
         next_fault, next_arrival, next_check = started + self.args.fault_every, started, started + 30
-        while (now := time.monotonic()) < deadline:
+        while (now := time.monotonic()) < deadline or (
+            now < last_chance and self.chaos.aimed_kills() < self.args.aimed_kills
+        ):
             if now >= next_arrival:
                 self.arrivals.add()
                 next_arrival = now + self.args.arrive_every
@@ -502,6 +511,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-arrivals", type=int, default=30, help="new plans of the batch flow at each arrival")
     parser.add_argument("--max-plans", type=int, default=5000, help="at most this many plans in all")
     parser.add_argument("--drain-minutes", type=float, default=8, help="at most this long to deliver the rest")
+    parser.add_argument(
+        "--aimed-kills",
+        type=int,
+        default=0,
+        help="faults go on past --minutes until this many aimed kills landed (default %(default)s)",
+    )
+    parser.add_argument(
+        "--aimed-wait-minutes", type=float, default=5, help="at most this much longer (default %(default)s)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "soak" / "soak.json")
     parser.add_argument("--keep-home", action="store_true", help="keep the stack's home (logs) when the soak fails")
     return parser.parse_args(argv)

@@ -13,7 +13,10 @@ pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("soak")]
 
 
 def test_a_short_chaos_soak_loses_and_doubles_nothing(tmp_path):
-    args = parse_args(["--minutes", "1.5", "--seed", "11", "--fault-every", "6", "--drain-minutes", "5"])
+    # An aimed fault can miss (its task ended first, no plan waited): faults go on until one landed.
+    args = parse_args(
+        ["--minutes", "1.5", "--seed", "11", "--fault-every", "6", "--drain-minutes", "5", "--aimed-kills", "1"]
+    )
 
     result = soak(args)
 
