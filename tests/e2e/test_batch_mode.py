@@ -13,10 +13,11 @@ from tests.flow_runner import variable_keys
 
 pytestmark = pytest.mark.parametrize("flow_mode", ["batch"], indirect=True)
 APPROVE = "/api/v1/orders/{order}/cancellation_approved_order/"
+ERP_WRITE = "/api/cancellations"
 
 
 def sent(erp) -> list[int]:
-    return sorted(r.body["pk"] for r in erp.requests if r.path == "/api/cancellations")
+    return sorted(r.body["pk"] for r in erp.requests if r.path == ERP_WRITE)
 
 
 def test_batches_are_mapped_and_labelled_with_their_plans(flows, omnitron, erp_servers, capsys):
@@ -34,6 +35,14 @@ def test_batches_are_mapped_and_labelled_with_their_plans(flows, omnitron, erp_s
     assert [[item["ref"]["plan_pk"] for item in batch] for batch in run.xcom("fetch_plans")] == [[1, 2], [3, 4], [5]]
     assert all(set(item) == {"ref"} for batch in run.xcom("fetch_plans") for item in batch)
     assert [item["plan"]["pk"] for item in run.xcom("fetch_plans", key="plan_batch.1")] == [3, 4]
+    # A batch returns each plan's outcome and ERP exchange; the script's output and the Omnitron call
+    # (in the ledger) stay out of the metadata database.
+    returned = [record for plan in run.xcom("plan_batch", map_index=1) for record in plan["records"]]
+    assert [record["step"] for record in returned] == ["write_erp", "write_omnitron"] * 2
+    assert [record["phrase"] for record in returned if record["step"] == "write_omnitron"] == ["approved"] * 2
+    assert not [record for record in returned if "call" in record]
+    (received,) = [r.body for r in erp_servers["token"].requests if r.path == ERP_WRITE and r.body["pk"] == 3]
+    assert run.final(3)["request_data"] == received
     # Each batch says what keeping its plans' progress cost: at least a write for its ERP decisions.
     kept = re.findall(r"kept in (\d+) writes to the task state store", capsys.readouterr().out)
     assert len(kept) == 3 and all(int(writes) >= 1 for writes in kept), kept

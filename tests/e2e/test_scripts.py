@@ -45,6 +45,11 @@ def test_short_style_script_then_jolt_mapping_build_the_erp_body(flows, omnitron
     assert "log.transform = plan 1 (web)" in output, "log.* attributes reach the task log"
     if flow_mode == "batch":
         assert output.count("plan 1 · order 429452907: log.transform = plan 1 (web)") == 1, "once in the batch's log"
+        (returned,) = run.xcom("plan_batch", map_index=0)
+        steps = [record["step"] for record in returned["records"]]
+        assert steps == ["script", "mapping", "write_erp", "write_omnitron"]
+        assert not [record for record in returned["records"] if "output" in record], "the body is in the ERP record"
+        assert run.final(1)["request_data"] == body
 
 
 @every_layout

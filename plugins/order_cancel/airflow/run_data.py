@@ -10,8 +10,9 @@ Task ids of a flow's DAG, and its XComs (Airflow clears a task instance's XComs 
 * a plan task (per step, or one per plan) returns `{"ref": <the plan's ref>, "records": <the step
   records it added>}`; the ref stays structured for the task's label; a failed one pushes its
   records under `plan_error`.
-* `plan_batch` returns its plans' progress; its failed plans' refs are under `failed_plans`, and each
-  failed plan's work item and progress under `handed_over.<plan pk>`, for its own `plan` task.
+* `plan_batch` returns its plans' progress without their payloads (`PAYLOADS`); its failed plans'
+  refs are under `failed_plans`, and each failed plan's work item and whole progress under
+  `handed_over.<plan pk>`, for its own `plan` task.
 * `summary` pushes the run's rows under `plans`.
 
 The task state store (kept across a task instance's retries and clears): a one-task-per-plan
@@ -52,6 +53,11 @@ WATERMARK_TASK = "advance_watermark"
 
 # A batch's plans as JSON in one pass of pydantic's serializer.
 PLANS = TypeAdapter(list[PlanProgress])
+# What a batch's return value leaves out of each record: the script's and the mapping's output (the
+# ERP record's request holds the body sent) and the Omnitron call (the plan ledger keeps it). The
+# summary and the watermark read only the outcomes, and those payloads were most of a batch's bytes,
+# written to the metadata database and read back by the summary.
+PAYLOADS = {"__all__": {"records": {"__all__": {"output", "call"}}}}
 RETURN_KEY = BaseXCom.XCOM_RETURN_KEY
 NEXT_WATERMARK_KEY = "next_watermark"
 PLAN_ERROR_KEY = "plan_error"
@@ -157,8 +163,9 @@ def pull_stage_records(ti: Any, task_ids: list[str]) -> list[StepRecord]:
 
 
 def push_batch(ti: Any, plans: list[PlanProgress]) -> None:
-    """A batch's plans, pushed also when the batch fails (then Airflow would push nothing)."""
-    ti.xcom_push(key=RETURN_KEY, value=PLANS.dump_json(plans).decode())
+    """A batch's plans without their payloads, pushed also when the batch fails (then Airflow would
+    push nothing)."""
+    ti.xcom_push(key=RETURN_KEY, value=PLANS.dump_json(plans, exclude=PAYLOADS).decode())
 
 
 def run_progress(ti: Any, plan_task_ids: list[str], *, batches: bool) -> Iterator[PlanProgress] | None:
