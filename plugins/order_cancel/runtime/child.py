@@ -12,10 +12,9 @@ import os
 import signal
 import sys
 from functools import reduce
-from multiprocessing.connection import Connection
 from typing import Any
 
-from order_cancel.runtime.containment import picklable
+from order_cancel.runtime.messages import Pipe, picklable
 
 _PR_SET_PDEATHSIG = 1
 
@@ -34,7 +33,7 @@ def _function(module: str, qualname: str) -> Any:
     return reduce(getattr, qualname.split("."), importlib.import_module(module))
 
 
-def serve(requests: Connection, answers: Connection) -> None:
+def serve(requests: Pipe, answers: Pipe) -> None:
     while True:
         try:
             module, qualname, args, kwargs = requests.recv()
@@ -49,8 +48,7 @@ def serve(requests: Connection, answers: Connection) -> None:
 
 def main(argv: list[str]) -> None:
     _die_with_parent(int(argv[2]))
-    requests = Connection(int(argv[0]), writable=False)
-    answers = Connection(int(argv[1]), readable=False)
+    requests, answers = Pipe(int(argv[0])), Pipe(int(argv[1]))
     serve(requests, answers)
 
 

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import select
 import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+
+from order_cancel.runtime.messages import Pipe
 
 # Beyond a call's own limit: the child's own alarm stops a script that lets itself be stopped (and
 # says on which line); the kill is for the others.
@@ -70,9 +70,8 @@ class Child:
 
     def __init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
-        self._requests: Connection | None = None
-        self._answers: Connection | None = None
-        # select.poll: Connection.poll builds a selector per call, a good part of a short script's trip.
+        self._requests: Pipe | None = None
+        self._answers: Pipe | None = None
         self._answered = select.poll()
         self._owner = os.getpid()
 
@@ -103,9 +102,9 @@ class Child:
     def close(self) -> None:
         """Kills the child and every process it started."""
         process, self._process = self._process, None
-        for connection in (self._requests, self._answers):
-            if connection is not None:
-                connection.close()
+        for pipe in (self._requests, self._answers):
+            if pipe is not None:
+                pipe.close()
         self._requests = self._answers = None
         if process is None:
             return
@@ -135,8 +134,8 @@ class Child:
         )
         os.close(their_requests)
         os.close(their_answers)
-        self._requests = Connection(our_requests, readable=False)
-        self._answers = Connection(our_answers, writable=False)
+        self._requests = Pipe(our_requests)
+        self._answers = Pipe(our_answers)
         self._answered = select.poll()
         self._answered.register(our_answers, select.POLLIN)
 
@@ -159,12 +158,3 @@ def run_once(function: Callable[..., Any], *args: Any, timeout: float, **kwargs:
         return child.call(function, *args, timeout=timeout, **kwargs)
     finally:
         child.close()
-
-
-def picklable(error: BaseException) -> BaseException:
-    """The error itself when it crosses a process boundary intact, else its type and message."""
-    try:
-        pickle.loads(pickle.dumps(error))
-    except Exception:
-        return RuntimeError(f"{type(error).__name__}: {error}")
-    return error

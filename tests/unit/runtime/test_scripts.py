@@ -346,6 +346,16 @@ def test_a_script_sees_none_of_its_callers_environment(monkeypatch):
     assert not [name for name in environment if name.startswith("AIRFLOW")]
 
 
+def test_a_plan_larger_than_a_pipes_buffer_crosses_to_the_script_and_back_whole():
+    # A pipe holds 64 KiB: the plan and the output are read and written in pieces.
+    plan = json.dumps({"lines": [{"sku": f"SKU-{n}", "note": "ü" * 50} for n in range(20000)]})
+
+    result = run("outputStream.write(input_text)", input_text=plan)
+
+    assert len(plan) > 1_000_000
+    assert result.output_text == plan
+
+
 def test_a_scripts_log_lines_are_bounded():
     result = run("for n in range(10000):\n    print('line', n)\nlog.info('x' * 100000)")
     assert len(result.logs) == MAX_LOG_LINES + 1
