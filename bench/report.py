@@ -183,9 +183,9 @@ def single_goal_section(rows: list[dict[str, Any]]) -> list[str]:
             f"The one-task-per-plan layout against the issue's goals for {row['plans']} plans, measured in this run:",
             "",
             f"- {seconds(row['run_s'])} s, {row['vs_per_step']:.2f}x the per-step layout's "
-            f"{seconds(row['per_step_s'])} s (goal: at most 0.45x)",
+            f"{seconds(row['per_step_s'])} s (goal: at most 0.45x): {'met' if row['single_goal_met'] else 'not met'}",
             f"- {ratio(row['vs_noop'])} its no-op floor of one mapped task per plan, {seconds(row['noop_s'])} s "
-            f"(goal: within 1.2x): {'met' if row['single_goal_met'] else 'not met'}",
+            "(no goal here: Airflow's per-task cost is judged on the Celery stack, bench.celery_throughput)",
         )
     ]
 

