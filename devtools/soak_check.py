@@ -6,6 +6,7 @@
 
 An order cancel flow moves money, so each of these is a violation:
 
+* a booking that names no plan (a request the ERP should never have accepted);
 * a plan booked more than once by the ERP (under different keys, or the same ERP path twice);
 * a plan written to Omnitron more than once, or written before (or without) an ERP booking;
 * at the end (`final`): a waiting plan that no flow would take again. Plans still waiting (a booked
@@ -53,21 +54,29 @@ class Verdict:
         return self.waiting == 0 and self.undelivered_completed == 0
 
 
-def plan_of(booking: dict) -> int:
-    body = booking.get("body") or {}
-    return int(body["cancellationId"] if "cancellationId" in body else body["pk"])
+def plan_of(booking: dict) -> int | None:
+    body = booking.get("body")
+    if not isinstance(body, dict):
+        return None
+    plan = body.get("cancellationId", body.get("pk"))
+    return None if plan is None else int(plan)
 
 
 def check(records: Records, flows: list[SoakFlow], *, final: bool) -> Verdict:
     by_path = {flow.erp_path: flow for flow in flows}
     bookings: dict[int, list[dict]] = defaultdict(list)
+    unnamed = []
     for booking in records.bookings:
         if booking["path"] in by_path:
-            bookings[plan_of(booking)].append(booking)
+            plan = plan_of(booking)
+            if plan is None:
+                unnamed.append(f"the ERP booked a request that names no plan (key {booking['key']})")
+            else:
+                bookings[plan].append(booking)
     writes: dict[int, list[dict]] = defaultdict(list)
     for write in records.writes:
         writes[int(write["plan"])].append(write)
-    verdict = Verdict(booked=len(bookings), written=len(writes))
+    verdict = Verdict(booked=len(bookings), written=len(writes), violations=unnamed)
     verdict.violations += _doubles(bookings, writes)
     verdict.violations += _unbooked_writes(bookings, writes)
     if final:

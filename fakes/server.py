@@ -243,14 +243,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         request = self._read_request()
+        if request is None:
+            self.close_connection = True
+            return
         self._send(self.server.fake.process(request))
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
-    def _read_request(self) -> RecordedRequest:
+    def _read_request(self) -> RecordedRequest | None:
+        """The request, or None when its client hung up before the whole body arrived: like any HTTP
+        server, the fake then never hands the request on (a client killed mid-send books nothing)."""
         parts = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        if len(raw) < length:
+            return None
         try:
             body = json.loads(raw) if raw.strip() else None
         except ValueError:

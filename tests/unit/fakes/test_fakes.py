@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -447,6 +448,20 @@ def test_erp_scripted_delay_and_drop(make_erp):
         requests.post(erp.url + "/c", json={"pk": 1}, timeout=0.1)
     with pytest.raises(requests.ConnectionError):
         requests.post(erp.url + "/c", json={"pk": 2}, timeout=5)
+
+
+def test_erp_books_nothing_from_a_client_that_hung_up_mid_body(make_erp):
+    # A worker killed while it sends: the headers arrived, the body did not.
+    erp = make_erp()
+    body = json.dumps({"pk": 7}).encode()
+    head = f"POST /api/cancellations HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", erp.port), timeout=5) as client:
+        client.sendall(head + body[:5])
+        client.shutdown(socket.SHUT_WR)
+        assert client.recv(1024) == b""  # no answer: the request never reached the ERP
+    assert erp.booking_log() == []
+    assert requests.post(erp.url + "/api/cancellations", json={"pk": 7}, timeout=5).status_code == 201
+    assert erp.booked_bodies() == [{"pk": 7}]
 
 
 def test_erp_faults_come_before_auth(make_erp):
